@@ -1,0 +1,14 @@
+//! The inventory service's configuration, read once from the environment.
+
+use std::net::SocketAddr;
+
+/// Configuration of the inventory service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on (`LISTEN_ADDR`).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8083")]
+    pub listen_addr: SocketAddr,
+    /// `sqlite://…` or `postgres://…` (`DATABASE_URL`).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://var/inventory.db?mode=rwc")]
+    pub database_url: String,
+}

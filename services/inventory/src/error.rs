@@ -1,0 +1,84 @@
+//! The inventory service's errors, each answered as problem+json.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ordertrail_shared::problem::Problem;
+
+/// Everything an inventory request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 409: not enough stock for one of the items.
+    #[error("not enough stock for {sku}: {requested} requested, {available} available")]
+    OutOfStock {
+        /// The product that ran out.
+        sku: String,
+        /// How many were asked for.
+        requested: i64,
+        /// How many are left.
+        available: i64,
+    },
+    /// 422: the catalogue has no such product.
+    #[error("unknown product {0}")]
+    UnknownProduct(String),
+    /// 422: a request that cannot be served as sent.
+    #[error("{0}")]
+    Invalid(String),
+    /// 404: no reservation for this order.
+    #[error("no reservation for order {0}")]
+    NoReservation(String),
+    /// 409: the reservation was already released, so it cannot be committed (or vice versa).
+    #[error("reservation for order {order_id} is already {status}")]
+    Conflict {
+        /// The order.
+        order_id: String,
+        /// Its reservation's status.
+        status: String,
+    },
+    /// 500: the database failed; the detail stays in the log.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+impl ApiError {
+    /// A short name for `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::OutOfStock { .. } => "out_of_stock",
+            Self::UnknownProduct(_) => "unknown_product",
+            Self::Invalid(_) => "invalid_request",
+            Self::NoReservation(_) => "no_reservation",
+            Self::Conflict { .. } => "reservation_conflict",
+            Self::Database(_) => "database",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = match &self {
+            Self::OutOfStock { sku, requested, available } => {
+                Problem::new(StatusCode::CONFLICT, "out of stock")
+                    .with_type("/problems/out-of-stock")
+                    .with_detail(self.to_string())
+                    .with("sku", sku.as_str())
+                    .with("requested", *requested)
+                    .with("available", *available)
+            }
+            Self::UnknownProduct(sku) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown product")
+                .with_detail(self.to_string())
+                .with("sku", sku.as_str()),
+            Self::Invalid(_) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request").with_detail(self.to_string())
+            }
+            Self::NoReservation(_) => Problem::new(StatusCode::NOT_FOUND, "no reservation").with_detail(self.to_string()),
+            Self::Conflict { .. } => {
+                Problem::new(StatusCode::CONFLICT, "reservation conflict").with_detail(self.to_string())
+            }
+            Self::Database(err) => {
+                tracing::error!(error = err as &dyn std::error::Error, error.type = "database", "request failed");
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        };
+        problem.into_response()
+    }
+}

@@ -1,0 +1,46 @@
+//! The inventory service: the product catalogue, stock, and reservations that hold stock for
+//! an order until the checkout saga commits or releases them.
+//!
+//! It calls no other service. Every reservation operation is idempotent per order id, so the
+//! order service may retry any of them.
+
+pub mod config;
+mod error;
+mod routes;
+mod store;
+
+use axum::Router;
+use ordertrail_shared::db::Database;
+use ordertrail_shared::http::{health_routes, traced};
+
+pub use config::Config;
+pub use error::ApiError;
+pub use store::Store;
+
+/// The migrations that create and seed the inventory database.
+pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The inventory database.
+    pub store: Store,
+}
+
+/// The service's routes, traced, plus untraced health checks.
+pub fn router(state: AppState) -> Router {
+    let db = state.store.database().clone();
+    traced(routes::routes())
+        .with_state(state)
+        .merge(health_routes(Some(db)))
+}
+
+/// Connects to the database, migrates it and serves until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let database = Database::connect(&config.database_url, &MIGRATIONS).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
+    tracing::info!(server.address = %listener.local_addr()?, "inventory listening");
+    let app = router(AppState { store: Store::new(database) });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! The inventory database: products, stock and reservations.
+
+use ordertrail_shared::api::{OrderLine, PricedLine, Product, Reservation, ReservationStatus};
+use ordertrail_shared::db::{Database, Sql, now};
+use sqlx::{Any, Row, Transaction};
+use tracing::Instrument;
+
+use crate::error::ApiError;
+
+const LIST_PRODUCTS: Sql = Sql {
+    operation: "SELECT",
+    collection: "products",
+    text: "SELECT sku, name, price_cents, stock FROM products ORDER BY sku",
+};
+const CLAIM_RESERVATION: Sql = Sql {
+    operation: "INSERT",
+    collection: "reservations",
+    text: "INSERT INTO reservations (order_id, status, total_cents, created_at) VALUES ($1, 'reserved', 0, $2) ON CONFLICT (order_id) DO NOTHING",
+};
+const PRICE_OF: Sql = Sql {
+    operation: "SELECT",
+    collection: "products",
+    text: "SELECT price_cents, stock FROM products WHERE sku = $1",
+};
+const TAKE_STOCK: Sql = Sql {
+    operation: "UPDATE",
+    collection: "products",
+    text: "UPDATE products SET stock = stock - $1 WHERE sku = $2 AND stock >= $1",
+};
+const INSERT_ITEM: Sql = Sql {
+    operation: "INSERT",
+    collection: "reservation_items",
+    text: "INSERT INTO reservation_items (order_id, sku, quantity, unit_price_cents) VALUES ($1, $2, $3, $4)",
+};
+const SET_TOTAL: Sql = Sql {
+    operation: "UPDATE",
+    collection: "reservations",
+    text: "UPDATE reservations SET total_cents = $1 WHERE order_id = $2",
+};
+const GET_RESERVATION: Sql = Sql {
+    operation: "SELECT",
+    collection: "reservations",
+    text: "SELECT status, total_cents FROM reservations WHERE order_id = $1",
+};
+const GET_ITEMS: Sql = Sql {
+    operation: "SELECT",
+    collection: "reservation_items",
+    text: "SELECT sku, quantity, unit_price_cents FROM reservation_items WHERE order_id = $1 ORDER BY sku",
+};
+const SET_STATUS: Sql = Sql {
+    operation: "UPDATE",
+    collection: "reservations",
+    text: "UPDATE reservations SET status = $1 WHERE order_id = $2 AND status = 'reserved'",
+};
+const RETURN_STOCK: Sql = Sql {
+    operation: "UPDATE",
+    collection: "products",
+    text: "UPDATE products SET stock = stock + (SELECT quantity FROM reservation_items WHERE reservation_items.order_id = $1 AND reservation_items.sku = products.sku) WHERE sku IN (SELECT sku FROM reservation_items WHERE order_id = $1)",
+};
+
+/// Products, stock and reservations, over SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// A store over `db`, already migrated.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// The database, for health checks.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The whole catalogue, by SKU.
+    pub async fn products(&self) -> Result<Vec<Product>, ApiError> {
+        let rows = sqlx::query(LIST_PRODUCTS.text)
+            .fetch_all(&self.db.pool)
+            .instrument(self.db.span(&LIST_PRODUCTS))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Product {
+                    sku: row.try_get("sku")?,
+                    name: row.try_get("name")?,
+                    price_cents: row.try_get("price_cents")?,
+                    stock: row.try_get("stock")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Holds stock for every line of `order_id`, all or nothing. A second call for the same
+    /// order returns the first reservation unchanged.
+    pub async fn reserve(&self, order_id: &str, lines: &[OrderLine]) -> Result<(Reservation, bool), ApiError> {
+        let mut tx = self.db.pool.begin().await?;
+        // Writing first takes SQLite's write lock at once, so concurrent reservations queue
+        // instead of failing on a lock upgrade; the conflict also makes the call idempotent.
+        let claimed = sqlx::query(CLAIM_RESERVATION.text)
+            .bind(order_id)
+            .bind(now())
+            .execute(&mut *tx)
+            .instrument(self.db.span(&CLAIM_RESERVATION))
+            .await?
+            .rows_affected();
+        if claimed == 0 {
+            tx.rollback().await?;
+            let existing = self.reservation(order_id).await?;
+            return Ok((existing, false));
+        }
+        let mut items = Vec::with_capacity(lines.len());
+        for line in lines {
+            items.push(self.take_stock(&mut tx, order_id, line).await?);
+        }
+        let total_cents = items.iter().map(|i| i.quantity * i.unit_price_cents).sum();
+        sqlx::query(SET_TOTAL.text)
+            .bind(total_cents)
+            .bind(order_id)
+            .execute(&mut *tx)
+            .instrument(self.db.span(&SET_TOTAL))
+            .await?;
+        tx.commit().await?;
+        Ok((Reservation { order_id: order_id.to_owned(), status: ReservationStatus::Reserved, items, total_cents }, true))
+    }
+
+    async fn take_stock(&self, tx: &mut Transaction<'static, Any>, order_id: &str, line: &OrderLine) -> Result<PricedLine, ApiError> {
+        let row = sqlx::query(PRICE_OF.text)
+            .bind(&line.sku)
+            .fetch_optional(&mut **tx)
+            .instrument(self.db.span(&PRICE_OF))
+            .await?
+            .ok_or_else(|| ApiError::UnknownProduct(line.sku.clone()))?;
+        let unit_price_cents: i64 = row.try_get("price_cents")?;
+        let available: i64 = row.try_get("stock")?;
+        let taken = sqlx::query(TAKE_STOCK.text)
+            .bind(line.quantity)
+            .bind(&line.sku)
+            .execute(&mut **tx)
+            .instrument(self.db.span(&TAKE_STOCK))
+            .await?
+            .rows_affected();
+        if taken == 0 {
+            return Err(ApiError::OutOfStock { sku: line.sku.clone(), requested: line.quantity, available });
+        }
+        sqlx::query(INSERT_ITEM.text)
+            .bind(order_id)
+            .bind(&line.sku)
+            .bind(line.quantity)
+            .bind(unit_price_cents)
+            .execute(&mut **tx)
+            .instrument(self.db.span(&INSERT_ITEM))
+            .await?;
+        Ok(PricedLine { sku: line.sku.clone(), quantity: line.quantity, unit_price_cents })
+    }
+
+    /// The reservation of `order_id`.
+    pub async fn reservation(&self, order_id: &str) -> Result<Reservation, ApiError> {
+        let row = sqlx::query(GET_RESERVATION.text)
+            .bind(order_id)
+            .fetch_optional(&self.db.pool)
+            .instrument(self.db.span(&GET_RESERVATION))
+            .await?
+            .ok_or_else(|| ApiError::NoReservation(order_id.to_owned()))?;
+        let status: String = row.try_get("status")?;
+        let items = sqlx::query(GET_ITEMS.text)
+            .bind(order_id)
+            .fetch_all(&self.db.pool)
+            .instrument(self.db.span(&GET_ITEMS))
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(PricedLine {
+                    sku: row.try_get("sku")?,
+                    quantity: row.try_get("quantity")?,
+                    unit_price_cents: row.try_get("unit_price_cents")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(Reservation {
+            order_id: order_id.to_owned(),
+            status: parse_status(&status),
+            items,
+            total_cents: row.try_get("total_cents")?,
+        })
+    }
+
+    /// Marks the reservation sold. Committing a committed reservation is a no-op; committing a
+    /// released one is a conflict.
+    pub async fn commit(&self, order_id: &str) -> Result<Reservation, ApiError> {
+        self.finish(order_id, ReservationStatus::Committed).await
+    }
+
+    /// Puts the reserved stock back. Releasing a released reservation is a no-op; releasing a
+    /// committed one is a conflict.
+    pub async fn release(&self, order_id: &str) -> Result<Reservation, ApiError> {
+        self.finish(order_id, ReservationStatus::Released).await
+    }
+
+    async fn finish(&self, order_id: &str, to: ReservationStatus) -> Result<Reservation, ApiError> {
+        let mut tx = self.db.pool.begin().await?;
+        let changed = sqlx::query(SET_STATUS.text)
+            .bind(status_name(to))
+            .bind(order_id)
+            .execute(&mut *tx)
+            .instrument(self.db.span(&SET_STATUS))
+            .await?
+            .rows_affected();
+        if changed == 1 && to == ReservationStatus::Released {
+            sqlx::query(RETURN_STOCK.text)
+                .bind(order_id)
+                .execute(&mut *tx)
+                .instrument(self.db.span(&RETURN_STOCK))
+                .await?;
+        }
+        tx.commit().await?;
+        let reservation = self.reservation(order_id).await?;
+        if reservation.status != to {
+            return Err(ApiError::Conflict {
+                order_id: order_id.to_owned(),
+                status: status_name(reservation.status).to_owned(),
+            });
+        }
+        Ok(reservation)
+    }
+}
+
+fn status_name(status: ReservationStatus) -> &'static str {
+    match status {
+        ReservationStatus::Reserved => "reserved",
+        ReservationStatus::Committed => "committed",
+        ReservationStatus::Released => "released",
+    }
+}
+
+fn parse_status(name: &str) -> ReservationStatus {
+    match name {
+        "committed" => ReservationStatus::Committed,
+        "released" => ReservationStatus::Released,
+        _ => ReservationStatus::Reserved,
+    }
+}

@@ -1,0 +1,132 @@
+//! The database handle: SQLite or PostgreSQL, chosen at run time from `DATABASE_URL`, and the
+//! client spans every query runs in.
+//!
+//! sqlx emits no OpenTelemetry spans, so each query is declared once as a [`Sql`] constant
+//! naming its operation and table, and run inside [`Database::span`].
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::AnyPool;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use tracing::Span;
+
+/// A statement with the names its client span needs. The text holds placeholders only, never
+/// values, so it is safe to record as `db.query.text`.
+#[derive(Debug, Clone, Copy)]
+pub struct Sql {
+    /// `db.operation.name`: SELECT, INSERT, UPDATE or DELETE.
+    pub operation: &'static str,
+    /// `db.collection.name`: the table.
+    pub collection: &'static str,
+    /// The statement, with `$1`-style placeholders (valid in SQLite and PostgreSQL alike).
+    pub text: &'static str,
+}
+
+/// The database product, for `db.system.name`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbSystem {
+    /// `sqlite`
+    Sqlite,
+    /// `postgresql`
+    Postgresql,
+}
+
+impl DbSystem {
+    /// The semantic-convention name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgresql => "postgresql",
+        }
+    }
+}
+
+/// A connection pool that knows which database it talks to.
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// The pool.
+    pub pool: AnyPool,
+    system: DbSystem,
+    namespace: String,
+}
+
+impl Database {
+    /// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://…`) and runs `migrations`.
+    pub async fn connect(url: &str, migrations: &Migrator) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let system = if url.starts_with("sqlite:") {
+            DbSystem::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            DbSystem::Postgresql
+        } else {
+            anyhow::bail!("DATABASE_URL must start with sqlite: or postgres:");
+        };
+        if system == DbSystem::Sqlite {
+            create_sqlite_parent_dir(url)?;
+        }
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if system == DbSystem::Sqlite { 4 } else { 10 })
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|err| anyhow::anyhow!("cannot connect to the {} database: {err}", system.as_str()))?;
+        migrations.run(&pool).await?;
+        let namespace = url
+            .rsplit('/')
+            .next()
+            .and_then(|last| last.split('?').next())
+            .unwrap_or_default()
+            .trim_end_matches(".db")
+            .to_owned();
+        Ok(Self { pool, system, namespace })
+    }
+
+    /// Which database this is.
+    pub fn system(&self) -> DbSystem {
+        self.system
+    }
+
+    /// A client span for `sql`, named `{operation} {table}` as the conventions ask.
+    pub fn span(&self, sql: &Sql) -> Span {
+        tracing::info_span!(
+            "db.query",
+            otel.name = format!("{} {}", sql.operation, sql.collection),
+            otel.kind = "client",
+            db.system.name = self.system.as_str(),
+            db.namespace = %self.namespace,
+            db.operation.name = sql.operation,
+            db.collection.name = sql.collection,
+            db.query.text = sql.text,
+        )
+    }
+
+    /// True when the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}
+
+/// SQLite creates the file (with `mode=rwc`) but not its folder.
+fn create_sqlite_parent_dir(url: &str) -> anyhow::Result<()> {
+    let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
+    }
+    Ok(())
+}
+
+/// Now, as the RFC 3339 UTC text every table stores its timestamps in (portable across SQLite
+/// and PostgreSQL, and sortable).
+pub fn now() -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
+}

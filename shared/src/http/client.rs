@@ -1,0 +1,124 @@
+//! The client side of a hop: one client span per call, with the current trace context and
+//! baggage injected into the request headers.
+
+use std::time::Duration;
+
+use axum::http::Method;
+use opentelemetry::global;
+use opentelemetry_http::HeaderInjector;
+use reqwest::{RequestBuilder, Response};
+use serde::Serialize;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+/// How long a call to another service may take in all.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting may take: a stopped service answers at once, a lost host does not.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A client for one upstream service, at a base URL such as `http://inventory:8083`.
+#[derive(Debug, Clone)]
+pub struct ServiceClient {
+    http: reqwest::Client,
+    base: reqwest::Url,
+}
+
+impl ServiceClient {
+    /// A client for the service at `base_url`.
+    pub fn new(base_url: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()?;
+        Ok(Self { http, base: reqwest::Url::parse(base_url)? })
+    }
+
+    /// A GET of `path`, whose span is named after `route` (the path's template).
+    pub fn get(&self, route: &'static str, path: &str) -> Call {
+        self.call(Method::GET, route, path)
+    }
+
+    /// A POST of `path`, whose span is named after `route` (the path's template).
+    pub fn post(&self, route: &'static str, path: &str) -> Call {
+        self.call(Method::POST, route, path)
+    }
+
+    fn call(&self, method: Method, route: &'static str, path: &str) -> Call {
+        let url = self.base.join(path).unwrap_or_else(|_| self.base.clone());
+        Call { route, request: self.http.request(method, url) }
+    }
+}
+
+/// A request being built; [`Call::send`] runs it in a client span.
+pub struct Call {
+    route: &'static str,
+    request: RequestBuilder,
+}
+
+impl Call {
+    /// Sends `body` as JSON.
+    pub fn json(mut self, body: &impl Serialize) -> Self {
+        self.request = self.request.json(body);
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.request = self.request.header(name, value);
+        self
+    }
+
+    /// Sends the request. The span's status is Error for a transport failure or a 4xx/5xx
+    /// answer, as the HTTP client conventions ask; the response is returned either way.
+    pub async fn send(self) -> Result<Response, reqwest::Error> {
+        let (client, request) = self.request.build_split();
+        let mut request = request?;
+        let url = request.url();
+        let span = tracing::info_span!(
+            "http.client",
+            otel.name = format!("{} {}", request.method(), self.route),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            http.request.method = %request.method(),
+            server.address = url.host_str().unwrap_or_default(),
+            server.port = url.port_or_known_default().unwrap_or_default(),
+            url.full = %url,
+            url.template = self.route,
+            http.response.status_code = Empty,
+            error.type = Empty,
+        );
+        async move {
+            // The span is entered here, so the current context is the client span's own.
+            let cx = opentelemetry::Context::current();
+            global::get_text_map_propagator(|propagator| {
+                propagator.inject_context(&cx, &mut HeaderInjector(request.headers_mut()));
+            });
+            let span = tracing::Span::current();
+            match client.execute(request).await {
+                Ok(response) => {
+                    let status = response.status();
+                    span.record("http.response.status_code", status.as_u16());
+                    if status.is_client_error() || status.is_server_error() {
+                        span.record("otel.status_code", "error");
+                        span.record("error.type", status.as_str());
+                    }
+                    Ok(response)
+                }
+                Err(err) => {
+                    let kind = if err.is_connect() {
+                        "connect"
+                    } else if err.is_timeout() {
+                        "timeout"
+                    } else {
+                        "request"
+                    };
+                    crate::telemetry::record_error(&span, kind, &err);
+                    tracing::warn!(error.type = kind, error = &err as &dyn std::error::Error, "call failed");
+                    Err(err)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}

@@ -1,0 +1,163 @@
+//! A small OTLP/gRPC trace receiver: the `up` command's trace console and the tests' collector.
+//!
+//! It accepts `ExportTraceServiceRequest`s like any collector and hands them on as flat
+//! [`ReceivedSpan`]s, each carrying its resource's `service.name`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// One span as received, with ids as lowercase hex.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedSpan {
+    /// `service.name` of the resource that sent it.
+    pub service_name: String,
+    /// 32 hex digits.
+    pub trace_id: String,
+    /// 16 hex digits.
+    pub span_id: String,
+    /// 16 hex digits, or empty for a root span.
+    pub parent_span_id: String,
+    /// The span name.
+    pub name: String,
+    /// `server`, `client`, `internal`, `producer`, `consumer` or `unspecified`.
+    pub kind: &'static str,
+    /// Start time, nanoseconds since the Unix epoch.
+    pub start_unix_nanos: u64,
+    /// End time, nanoseconds since the Unix epoch.
+    pub end_unix_nanos: u64,
+    /// True when the span's status is Error.
+    pub is_error: bool,
+    /// The span's attributes, values rendered as strings.
+    pub attributes: BTreeMap<String, String>,
+    /// Names of the span's events (`exception` for a recorded error).
+    pub events: Vec<String>,
+}
+
+impl ReceivedSpan {
+    /// The attribute `key`, if set.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+
+    /// The span's duration in nanoseconds.
+    pub fn duration_nanos(&self) -> u64 {
+        self.end_unix_nanos.saturating_sub(self.start_unix_nanos)
+    }
+}
+
+/// Flattens an export request into spans.
+pub fn flatten(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
+    let mut spans = Vec::new();
+    for resource_spans in request.resource_spans {
+        let service_name = resource_spans
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .find(|kv| kv.key == "service.name")
+            .map(|kv| render(kv.value.as_ref()))
+            .unwrap_or_default();
+        for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
+            spans.push(ReceivedSpan {
+                service_name: service_name.clone(),
+                trace_id: hex(&span.trace_id),
+                span_id: hex(&span.span_id),
+                parent_span_id: hex(&span.parent_span_id),
+                kind: kind_name(span.kind),
+                start_unix_nanos: span.start_time_unix_nano,
+                end_unix_nanos: span.end_time_unix_nano,
+                // Status code 2 is STATUS_CODE_ERROR in the OTLP protobuf.
+                is_error: span.status.as_ref().is_some_and(|s| s.code == 2),
+                attributes: attributes(&span.attributes),
+                events: span.events.into_iter().map(|e| e.name).collect(),
+                name: span.name,
+            });
+        }
+    }
+    spans
+}
+
+fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
+    kvs.iter().map(|kv| (kv.key.clone(), render(kv.value.as_ref()))).collect()
+}
+
+fn render(value: Option<&AnyValue>) -> String {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    // SpanKind numbering from the OTLP protobuf.
+    match kind {
+        1 => "internal",
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "unspecified",
+    }
+}
+
+struct Collector {
+    spans: mpsc::UnboundedSender<ReceivedSpan>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        for span in flatten(request.into_inner()) {
+            // A receiver nobody reads any more just discards.
+            let _ = self.spans.send(span);
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+/// A running receiver: where to send spans, and the spans it got.
+pub struct Receiver {
+    /// The address it listens on; point `OTEL_EXPORTER_OTLP_ENDPOINT` at `http://{addr}`.
+    pub addr: SocketAddr,
+    /// Every span received, in arrival order.
+    pub spans: mpsc::UnboundedReceiver<ReceivedSpan>,
+}
+
+/// Starts a receiver on `addr` (port 0 picks a free one). It runs until the runtime stops.
+pub async fn start(addr: SocketAddr) -> std::io::Result<Receiver> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let (tx, spans) = mpsc::unbounded_channel();
+    let service = TraceServiceServer::new(Collector { spans: tx });
+    tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+        if let Err(err) = served {
+            tracing::error!(error = &err as &dyn std::error::Error, "otlp receiver stopped");
+        }
+    });
+    Ok(Receiver { addr, spans })
+}
