@@ -93,6 +93,8 @@ pub enum PaymentStatus {
     Captured,
     /// The card was declined.
     Declined,
+    /// The money was given back.
+    Refunded,
 }
 
 /// A payment, as payment returns it (also in the body of a 402 decline).
@@ -122,6 +124,34 @@ pub struct PlaceOrder {
     pub items: Vec<OrderLine>,
     /// How it is paid.
     pub payment: PaymentCard,
+}
+
+impl PlaceOrder {
+    /// Checks what the types cannot: a customer, at least one line, positive quantities and
+    /// no product twice. The card was validated when the body was read.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.customer_id.trim().is_empty() {
+            return Err("customer_id must not be empty".into());
+        }
+        validate_lines(&self.items)
+    }
+}
+
+/// At least one line, every quantity from 1 to 1000, no product twice.
+pub fn validate_lines(lines: &[OrderLine]) -> Result<(), String> {
+    if lines.is_empty() {
+        return Err("items must not be empty".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for line in lines {
+        if !(1..=1000).contains(&line.quantity) {
+            return Err(format!("quantity of {} must be between 1 and 1000", line.sku));
+        }
+        if !seen.insert(&line.sku) {
+            return Err(format!("{} appears twice", line.sku));
+        }
+    }
+    Ok(())
 }
 
 /// An order's state. `Confirmed` and `Failed` are terminal.

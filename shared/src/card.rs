@@ -97,6 +97,34 @@ impl<'de> Deserialize<'de> for CardNumber {
     }
 }
 
+/// A card's expiry month, written `MM/YY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// 1 to 12.
+    pub month: u8,
+    /// Two digits.
+    pub year: u8,
+}
+
+impl<'de> Deserialize<'de> for Expiry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let invalid = || de::Error::custom("expiry must be MM/YY");
+        let (month, year) = text.split_once('/').ok_or_else(invalid)?;
+        let (month, year): (u8, u8) = (month.parse().map_err(|_| invalid())?, year.parse().map_err(|_| invalid())?);
+        if !(1..=12).contains(&month) || year > 99 {
+            return Err(invalid());
+        }
+        Ok(Self { month, year })
+    }
+}
+
+impl Serialize for Expiry {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{:02}/{:02}", self.month, self.year))
+    }
+}
+
 /// A card verification code: three or four digits, held as a secret.
 pub struct Cvc(SecretString);
 
@@ -169,7 +197,7 @@ pub struct PaymentCard {
     /// The card number.
     pub card_number: CardNumber,
     /// Expiry as `MM/YY`.
-    pub expiry: String,
+    pub expiry: Expiry,
     /// The card verification code.
     pub cvc: Cvc,
 }

@@ -1,1 +1,41 @@
-//! placeholder
+//! The gateway: the only public service. It validates requests, starts the trace (or
+//! continues the caller's), puts the customer id in baggage and forwards to order and
+//! inventory. It owns no data.
+
+pub mod config;
+mod routes;
+
+use axum::Router;
+use ordertrail_shared::http::{ServiceClient, health_routes, traced};
+
+pub use config::Config;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Client of the order service.
+    pub order: ServiceClient,
+    /// Client of the inventory service.
+    pub inventory: ServiceClient,
+}
+
+impl AppState {
+    /// Clients for the upstreams named in `config`.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        Ok(Self { order: ServiceClient::new(&config.order_url)?, inventory: ServiceClient::new(&config.inventory_url)? })
+    }
+}
+
+/// The public API, traced, plus untraced health checks.
+pub fn router(state: AppState) -> Router {
+    traced(routes::routes()).with_state(state).merge(health_routes(None))
+}
+
+/// Serves until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let state = AppState::new(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
+    tracing::info!(server.address = %listener.local_addr()?, "gateway listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}

@@ -1,13 +1,11 @@
 //! The inventory API: `GET /products`, `POST /reservations`,
 //! `POST /reservations/{order_id}/commit` and `POST /reservations/{order_id}/release`.
 
-use std::collections::HashSet;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json as JsonResponse, Router};
-use ordertrail_shared::api::{Product, Reservation, ReserveRequest};
+use ordertrail_shared::api::{Product, Reservation, ReserveRequest, validate_lines};
 use ordertrail_shared::http::Json;
 use ordertrail_shared::telemetry::record_error;
 
@@ -52,17 +50,7 @@ fn validate(request: &ReserveRequest) -> Result<(), ApiError> {
     if request.order_id.is_empty() {
         return Err(ApiError::Invalid("order_id must not be empty".into()));
     }
-    if request.items.is_empty() {
-        return Err(ApiError::Invalid("items must not be empty".into()));
-    }
-    if let Some(line) = request.items.iter().find(|line| line.quantity < 1) {
-        return Err(ApiError::Invalid(format!("quantity of {} must be at least 1", line.sku)));
-    }
-    let mut seen = HashSet::new();
-    if let Some(line) = request.items.iter().find(|line| !seen.insert(&line.sku)) {
-        return Err(ApiError::Invalid(format!("{} appears twice", line.sku)));
-    }
-    Ok(())
+    validate_lines(&request.items).map_err(ApiError::Invalid)
 }
 
 #[tracing::instrument(name = "inventory.commit", skip_all, fields(order.id = %order_id))]

@@ -1,1 +1,59 @@
-//! placeholder
+//! The order service: owns orders and runs the checkout saga.
+//!
+//! `POST /orders` creates a pending order and orchestrates inventory reserve → payment charge
+//! → inventory commit, compensating in reverse when a step fails, so that every order ends
+//! `confirmed` or `failed`. An `Idempotency-Key` makes a retried request replay the first
+//! answer instead of ordering twice.
+
+pub mod config;
+mod error;
+mod routes;
+mod saga;
+mod store;
+
+use axum::Router;
+use ordertrail_shared::db::Database;
+use ordertrail_shared::http::{ServiceClient, health_routes, traced};
+
+pub use config::Config;
+pub use error::ApiError;
+pub use saga::Saga;
+pub use store::Store;
+
+/// The migrations that create the orders database.
+pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The orders database.
+    pub store: Store,
+    /// The checkout saga and its upstream clients.
+    pub saga: Saga,
+}
+
+/// The service's routes, traced, plus untraced health checks.
+pub fn router(state: AppState) -> Router {
+    let db = state.store.database().clone();
+    traced(routes::routes())
+        .with_state(state)
+        .merge(health_routes(Some(db)))
+}
+
+/// Connects to the database, migrates it, finishes any saga a previous run left open, and
+/// serves until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let database = Database::connect(&config.database_url, &MIGRATIONS).await?;
+    let store = Store::new(database);
+    let saga = Saga::new(
+        store.clone(),
+        ServiceClient::new(&config.inventory_url)?,
+        ServiceClient::new(&config.payment_url)?,
+    );
+    tokio::spawn(saga.clone().recover_open_orders());
+    let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
+    tracing::info!(server.address = %listener.local_addr()?, "order listening");
+    let app = router(AppState { store, saga });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}

@@ -6,6 +6,7 @@
 
 mod ecs;
 mod export;
+pub mod logstash;
 pub mod receiver;
 
 use std::time::Duration;

@@ -1,0 +1,81 @@
+//! The public API: `GET /api/products`, `POST /api/orders`, `GET /api/orders/{id}`.
+//!
+//! Answers from upstream pass through unchanged (status, body and content type); the gateway
+//! answers itself only for a request it refuses and for an upstream it cannot reach.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use opentelemetry::baggage::BaggageExt;
+use opentelemetry::context::FutureExt;
+use opentelemetry::{Context, KeyValue};
+use ordertrail_shared::CUSTOMER_ID;
+use ordertrail_shared::api::PlaceOrder;
+use ordertrail_shared::http::{Call, Json};
+use ordertrail_shared::problem::Problem;
+
+use crate::AppState;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/products", get(products))
+        .route("/api/orders", post(place_order))
+        .route("/api/orders/{order_id}", get(order))
+}
+
+async fn products(State(state): State<AppState>) -> Response {
+    forward(state.inventory.get("/products", "/products"), "inventory").await
+}
+
+/// Validates the order (the card was checked when the body was read), then forwards it with
+/// the customer id in baggage, so that every service downstream tags its spans and logs.
+async fn place_order(State(state): State<AppState>, headers: HeaderMap, Json(request): Json<PlaceOrder>) -> Response {
+    if let Err(detail) = request.validate() {
+        return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request").with_detail(detail).into_response();
+    }
+    tracing::Span::current().record(CUSTOMER_ID, request.customer_id.as_str());
+    let cx = Context::current_with_baggage([KeyValue::new(CUSTOMER_ID, request.customer_id.clone())]);
+    let mut call = state.order.post("/orders", "/orders").json(&request);
+    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+        call = call.header("idempotency-key", key);
+    }
+    async move {
+        tracing::info!("forwarding order");
+        forward(call, "order").await
+    }
+    .with_context(cx)
+    .await
+}
+
+async fn order(State(state): State<AppState>, Path(order_id): Path<String>) -> Response {
+    forward(state.order.get("/orders/{order_id}", &format!("/orders/{order_id}")), "order").await
+}
+
+/// Sends `call` and passes the answer through; 503 problem+json when `service` cannot be
+/// reached.
+async fn forward(call: Call, service: &str) -> Response {
+    let upstream = match call.send().await {
+        Ok(upstream) => upstream,
+        Err(_) => return unavailable(service),
+    };
+    let status = upstream.status();
+    let content_type = upstream.headers().get(header::CONTENT_TYPE).cloned();
+    match upstream.bytes().await {
+        Ok(body) => {
+            let mut response = (status, body).into_response();
+            if let Some(content_type) = content_type {
+                response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+            }
+            response
+        }
+        Err(_) => unavailable(service),
+    }
+}
+
+fn unavailable(service: &str) -> Response {
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
+        .with_detail(format!("the {service} service did not answer"))
+        .into_response()
+}

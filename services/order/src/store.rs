@@ -1,0 +1,262 @@
+//! The orders database: orders, their lines, and idempotency keys.
+
+use ordertrail_shared::api::{Order, OrderLine, OrderStatus, PricedLine};
+use ordertrail_shared::card::MaskedCard;
+use ordertrail_shared::db::{Database, Sql, now};
+use sqlx::Row;
+use tracing::Instrument;
+
+const INSERT_ORDER: Sql = Sql {
+    operation: "INSERT",
+    collection: "orders",
+    text: "INSERT INTO orders (order_id, customer_id, status, total_cents, card_brand, card_last4, trace_id, created_at, updated_at) VALUES ($1, $2, 'pending', 0, $3, $4, $5, $6, $6)",
+};
+const INSERT_ITEM: Sql = Sql {
+    operation: "INSERT",
+    collection: "order_items",
+    text: "INSERT INTO order_items (order_id, sku, quantity) VALUES ($1, $2, $3)",
+};
+const SET_STATUS: Sql = Sql {
+    operation: "UPDATE",
+    collection: "orders",
+    text: "UPDATE orders SET status = $1, failure_reason = $2, updated_at = $3 WHERE order_id = $4",
+};
+const SET_TOTAL: Sql = Sql {
+    operation: "UPDATE",
+    collection: "orders",
+    text: "UPDATE orders SET status = 'reserved', total_cents = $1, updated_at = $2 WHERE order_id = $3",
+};
+const SET_PRICE: Sql = Sql {
+    operation: "UPDATE",
+    collection: "order_items",
+    text: "UPDATE order_items SET unit_price_cents = $1 WHERE order_id = $2 AND sku = $3",
+};
+const GET_ORDER: Sql = Sql {
+    operation: "SELECT",
+    collection: "orders",
+    text: "SELECT order_id, customer_id, status, total_cents, card_brand, card_last4, failure_reason, trace_id FROM orders WHERE order_id = $1",
+};
+const GET_ITEMS: Sql = Sql {
+    operation: "SELECT",
+    collection: "order_items",
+    text: "SELECT sku, quantity, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY sku",
+};
+const OPEN_ORDERS: Sql = Sql {
+    operation: "SELECT",
+    collection: "orders",
+    text: "SELECT order_id FROM orders WHERE status NOT IN ('confirmed', 'failed') ORDER BY created_at",
+};
+const CLAIM_KEY: Sql = Sql {
+    operation: "INSERT",
+    collection: "idempotency_keys",
+    text: "INSERT INTO idempotency_keys (idempotency_key, fingerprint, order_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
+};
+const GET_KEY: Sql = Sql {
+    operation: "SELECT",
+    collection: "idempotency_keys",
+    text: "SELECT fingerprint, order_id, response_status, response_body FROM idempotency_keys WHERE idempotency_key = $1",
+};
+const SAVE_RESPONSE: Sql = Sql {
+    operation: "UPDATE",
+    collection: "idempotency_keys",
+    text: "UPDATE idempotency_keys SET response_status = $1, response_body = $2 WHERE idempotency_key = $3",
+};
+
+/// What a claimed idempotency key says about a request.
+#[derive(Debug)]
+pub enum KeyClaim {
+    /// The key is new and now belongs to this request.
+    New,
+    /// The key was used with the same request, which has finished: answer the same.
+    Replay {
+        /// The first answer's status.
+        status: u16,
+        /// The first answer's body.
+        body: String,
+    },
+    /// The key was used with the same request, which has not finished yet.
+    InProgress {
+        /// The order the first request created.
+        order_id: String,
+    },
+    /// The key was used with a different request.
+    Mismatch,
+}
+
+/// Orders over SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// A store over `db`, already migrated.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// The database, for health checks.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Claims `key` for a request with `fingerprint` that will create `order_id`.
+    pub async fn claim_key(&self, key: &str, fingerprint: &str, order_id: &str) -> Result<KeyClaim, sqlx::Error> {
+        let claimed = sqlx::query(CLAIM_KEY.text)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(order_id)
+            .bind(now())
+            .execute(&self.db.pool)
+            .instrument(self.db.span(&CLAIM_KEY))
+            .await?
+            .rows_affected();
+        if claimed == 1 {
+            return Ok(KeyClaim::New);
+        }
+        let row = sqlx::query(GET_KEY.text)
+            .bind(key)
+            .fetch_one(&self.db.pool)
+            .instrument(self.db.span(&GET_KEY))
+            .await?;
+        let stored: String = row.try_get("fingerprint")?;
+        if stored != fingerprint {
+            return Ok(KeyClaim::Mismatch);
+        }
+        let status: Option<i64> = row.try_get("response_status")?;
+        let body: Option<String> = row.try_get("response_body")?;
+        Ok(match (status, body) {
+            (Some(status), Some(body)) => KeyClaim::Replay { status: status as u16, body },
+            _ => KeyClaim::InProgress { order_id: row.try_get("order_id")? },
+        })
+    }
+
+    /// Stores the answer given to the request that claimed `key`.
+    pub async fn save_response(&self, key: &str, status: u16, body: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(SAVE_RESPONSE.text)
+            .bind(i64::from(status))
+            .bind(body)
+            .bind(key)
+            .execute(&self.db.pool)
+            .instrument(self.db.span(&SAVE_RESPONSE))
+            .await?;
+        Ok(())
+    }
+
+    /// Creates a pending order with its (not yet priced) lines.
+    pub async fn create(
+        &self,
+        order_id: &str,
+        customer_id: &str,
+        lines: &[OrderLine],
+        card: &MaskedCard,
+        trace_id: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.pool.begin().await?;
+        sqlx::query(INSERT_ORDER.text)
+            .bind(order_id)
+            .bind(customer_id)
+            .bind(&card.brand)
+            .bind(&card.last4)
+            .bind(trace_id)
+            .bind(now())
+            .execute(&mut *tx)
+            .instrument(self.db.span(&INSERT_ORDER))
+            .await?;
+        for line in lines {
+            sqlx::query(INSERT_ITEM.text)
+                .bind(order_id)
+                .bind(&line.sku)
+                .bind(line.quantity)
+                .execute(&mut *tx)
+                .instrument(self.db.span(&INSERT_ITEM))
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Records the reservation: the order is `reserved`, its lines priced and its total set.
+    pub async fn set_reserved(&self, order_id: &str, items: &[PricedLine], total_cents: i64) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.pool.begin().await?;
+        sqlx::query(SET_TOTAL.text)
+            .bind(total_cents)
+            .bind(now())
+            .bind(order_id)
+            .execute(&mut *tx)
+            .instrument(self.db.span(&SET_TOTAL))
+            .await?;
+        for item in items {
+            sqlx::query(SET_PRICE.text)
+                .bind(item.unit_price_cents)
+                .bind(order_id)
+                .bind(&item.sku)
+                .execute(&mut *tx)
+                .instrument(self.db.span(&SET_PRICE))
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Moves the order to `status`, with a reason when it failed.
+    pub async fn set_status(&self, order_id: &str, status: OrderStatus, reason: Option<&str>) -> Result<(), sqlx::Error> {
+        sqlx::query(SET_STATUS.text)
+            .bind(status.as_str())
+            .bind(reason)
+            .bind(now())
+            .bind(order_id)
+            .execute(&self.db.pool)
+            .instrument(self.db.span(&SET_STATUS))
+            .await?;
+        Ok(())
+    }
+
+    /// The order `order_id`, if there is one.
+    pub async fn get(&self, order_id: &str) -> Result<Option<Order>, sqlx::Error> {
+        let Some(row) = sqlx::query(GET_ORDER.text)
+            .bind(order_id)
+            .fetch_optional(&self.db.pool)
+            .instrument(self.db.span(&GET_ORDER))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let items = sqlx::query(GET_ITEMS.text)
+            .bind(order_id)
+            .fetch_all(&self.db.pool)
+            .instrument(self.db.span(&GET_ITEMS))
+            .await?
+            .iter()
+            .map(|item| {
+                Ok(PricedLine {
+                    sku: item.try_get("sku")?,
+                    quantity: item.try_get("quantity")?,
+                    unit_price_cents: item.try_get("unit_price_cents")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        let status: String = row.try_get("status")?;
+        let brand: Option<String> = row.try_get("card_brand")?;
+        let last4: Option<String> = row.try_get("card_last4")?;
+        Ok(Some(Order {
+            order_id: row.try_get("order_id")?,
+            customer_id: row.try_get("customer_id")?,
+            status: OrderStatus::parse(&status).ok_or_else(|| sqlx::Error::Decode(format!("order status {status}").into()))?,
+            total_cents: row.try_get("total_cents")?,
+            items,
+            card: brand.zip(last4).map(|(brand, last4)| MaskedCard { brand, last4 }),
+            failure_reason: row.try_get("failure_reason")?,
+            trace_id: row.try_get("trace_id")?,
+        }))
+    }
+
+    /// Ids of the orders that are neither confirmed nor failed, oldest first.
+    pub async fn open_orders(&self) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query(OPEN_ORDERS.text)
+            .fetch_all(&self.db.pool)
+            .instrument(self.db.span(&OPEN_ORDERS))
+            .await?
+            .iter()
+            .map(|row| row.try_get("order_id"))
+            .collect()
+    }
+}

@@ -1,0 +1,119 @@
+//! The payments database. It has no column that could hold a card number: [`Store::insert`]
+//! takes a [`MaskedCard`], which is all a `CardNumber` gives away.
+
+use ordertrail_shared::api::{Payment, PaymentStatus};
+use ordertrail_shared::card::MaskedCard;
+use ordertrail_shared::db::{Database, Sql, now};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use tracing::Instrument;
+
+use crate::error::ApiError;
+
+const INSERT_PAYMENT: Sql = Sql {
+    operation: "INSERT",
+    collection: "payments",
+    text: "INSERT INTO payments (payment_id, order_id, status, amount_cents, card_brand, card_last4, decline_reason, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (order_id) DO NOTHING",
+};
+const GET_PAYMENT: Sql = Sql {
+    operation: "SELECT",
+    collection: "payments",
+    text: "SELECT payment_id, order_id, status, amount_cents, card_brand, card_last4, decline_reason FROM payments WHERE order_id = $1",
+};
+const REFUND: Sql = Sql {
+    operation: "UPDATE",
+    collection: "payments",
+    text: "UPDATE payments SET status = 'refunded', updated_at = $1 WHERE order_id = $2 AND status = 'captured'",
+};
+
+/// Payments over SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// A store over `db`, already migrated.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// The database, for health checks.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Records `payment` unless its order already has one. Returns the payment on record and
+    /// whether it is the one just inserted.
+    pub async fn insert(&self, payment: &Payment) -> Result<(Payment, bool), ApiError> {
+        let MaskedCard { brand, last4 } = &payment.card;
+        let inserted = sqlx::query(INSERT_PAYMENT.text)
+            .bind(&payment.payment_id)
+            .bind(&payment.order_id)
+            .bind(status_name(payment.status))
+            .bind(payment.amount_cents)
+            .bind(brand)
+            .bind(last4)
+            .bind(payment.decline_reason.as_deref())
+            .bind(now())
+            .execute(&self.db.pool)
+            .instrument(self.db.span(&INSERT_PAYMENT))
+            .await?
+            .rows_affected();
+        if inserted == 1 {
+            return Ok((payment.clone(), true));
+        }
+        Ok((self.get(&payment.order_id).await?, false))
+    }
+
+    /// The payment of `order_id`.
+    pub async fn get(&self, order_id: &str) -> Result<Payment, ApiError> {
+        let row = sqlx::query(GET_PAYMENT.text)
+            .bind(order_id)
+            .fetch_optional(&self.db.pool)
+            .instrument(self.db.span(&GET_PAYMENT))
+            .await?
+            .ok_or_else(|| ApiError::NotFound(order_id.to_owned()))?;
+        Ok(payment(&row)?)
+    }
+
+    /// Refunds a captured payment; refunding a refunded one is a no-op.
+    pub async fn refund(&self, order_id: &str) -> Result<(Payment, bool), ApiError> {
+        let changed = sqlx::query(REFUND.text)
+            .bind(now())
+            .bind(order_id)
+            .execute(&self.db.pool)
+            .instrument(self.db.span(&REFUND))
+            .await?
+            .rows_affected();
+        let payment = self.get(order_id).await?;
+        if payment.status == PaymentStatus::Declined {
+            return Err(ApiError::NotRefundable { order_id: order_id.to_owned(), status: "declined".into() });
+        }
+        Ok((payment, changed == 1))
+    }
+}
+
+fn payment(row: &AnyRow) -> Result<Payment, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    Ok(Payment {
+        payment_id: row.try_get("payment_id")?,
+        order_id: row.try_get("order_id")?,
+        status: match status.as_str() {
+            "declined" => PaymentStatus::Declined,
+            "refunded" => PaymentStatus::Refunded,
+            _ => PaymentStatus::Captured,
+        },
+        amount_cents: row.try_get("amount_cents")?,
+        card: MaskedCard { brand: row.try_get("card_brand")?, last4: row.try_get("card_last4")? },
+        decline_reason: row.try_get("decline_reason")?,
+    })
+}
+
+fn status_name(status: PaymentStatus) -> &'static str {
+    match status {
+        PaymentStatus::Captured => "captured",
+        PaymentStatus::Declined => "declined",
+        PaymentStatus::Refunded => "refunded",
+    }
+}

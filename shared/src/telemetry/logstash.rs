@@ -1,0 +1,1 @@
+//! Ships log lines to Logstash over TCP (json_lines), never blocking the caller.
