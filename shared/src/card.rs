@@ -91,7 +91,7 @@ impl fmt::Debug for CardNumber {
 
 impl<'de> Deserialize<'de> for CardNumber {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = deserializer.deserialize_str(SecretStr("a card number"))?;
+        let raw = deserializer.deserialize_any(SecretStr("a card number"))?;
         // The error names the rule that failed, never the input.
         Self::parse(raw.expose_secret()).map_err(de::Error::custom)
     }
@@ -143,7 +143,7 @@ impl fmt::Debug for Cvc {
 
 impl<'de> Deserialize<'de> for Cvc {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = deserializer.deserialize_str(SecretStr("a CVC"))?;
+        let raw = deserializer.deserialize_any(SecretStr("a CVC"))?;
         let digits = raw.expose_secret();
         if !(3..=4).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(de::Error::custom("cvc must be 3 or 4 digits"));

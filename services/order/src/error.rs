@@ -45,7 +45,7 @@ impl ApiError {
                 .with_type(format!("/problems/{}", failure.kind().replace('_', "-")))
                 .with_detail(failure.to_string())
                 .with("order_id", order.order_id.as_str())
-                .with("status", order.status.as_str())
+                .with("order_status", order.status.as_str())
                 .with("reason", failure.kind()),
             Self::Checkout(CheckoutError::Database(err)) | Self::Database(err) => {
                 tracing::error!(error = err as &dyn std::error::Error, error.type = "database", "request failed");

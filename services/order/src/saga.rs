@@ -182,6 +182,7 @@ impl Saga {
     /// Finishes the sagas a previous run left open: paid orders are confirmed (or refunded),
     /// earlier ones have their reservation released and fail. An order whose services are
     /// still unreachable stays open for the next start.
+    #[tracing::instrument(name = "order.recover", skip_all)]
     pub async fn recover_open_orders(self) {
         let open = match self.store.open_orders().await {
             Ok(open) => open,

@@ -132,7 +132,7 @@ impl Drop for TelemetryGuard {
 /// Installs the global propagator, the tracer provider and the `tracing` subscriber.
 ///
 /// Call it once, first thing in `main`, inside the tokio runtime.
-pub fn init(config: &TelemetryConfig, sinks: Vec<Box<dyn LineSink>>) -> anyhow::Result<TelemetryGuard> {
+pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
         Box::new(TraceContextPropagator::new()),
         Box::new(BaggagePropagator::new()),
@@ -154,7 +154,7 @@ pub fn init(config: &TelemetryConfig, sinks: Vec<Box<dyn LineSink>>) -> anyhow::
     let env_filter = EnvFilter::try_new(&config.log_filter)?;
     let identity = ServiceIdentity::new(&config.service_name);
     let log_layer = match config.log_format {
-        LogFormat::Json => EcsLayer::new(identity, sinks).with_filter(env_filter).boxed(),
+        LogFormat::Json => EcsLayer::new(identity, vec![Box::new(Stdout)]).with_filter(env_filter).boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_filter(env_filter)
