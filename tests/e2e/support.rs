@@ -1,0 +1,241 @@
+//! `TestStack`: four services, a trace receiver and their captured log lines.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use ordertrail_shared::telemetry::receiver::{self, ReceivedSpan};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// The roles, callees first.
+pub const ROLES: [&str; 4] = ["inventory", "payment", "order", "gateway"];
+
+/// A card that is captured, and one that is declined.
+pub const GOOD_CARD: &str = "4242424242424242";
+pub const DECLINED_CARD: &str = "4000000000000002";
+
+/// The four services, running.
+pub struct TestStack {
+    pub ports: HashMap<&'static str, u16>,
+    children: HashMap<&'static str, Child>,
+    spans: mpsc::UnboundedReceiver<ReceivedSpan>,
+    received: Vec<ReceivedSpan>,
+    logs: Arc<Mutex<Vec<Value>>>,
+    pub dir: PathBuf,
+    http: reqwest::Client,
+}
+
+/// An answer from the gateway.
+pub struct Answer {
+    pub status: u16,
+    pub traceresponse: Option<String>,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The trace id from the `traceresponse` header.
+    pub fn trace_id(&self) -> String {
+        let header = self.traceresponse.as_deref().expect("a traceresponse header");
+        header.split('-').nth(1).expect("a trace id in traceresponse").to_owned()
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl TestStack {
+    /// Starts the receiver and the four services, and waits until each is ready.
+    pub async fn start() -> Self {
+        let receiver = receiver::start(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let dir = std::env::temp_dir().join(format!("ordertrail-e2e-{}", uuid_like()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports: HashMap<&'static str, u16> = ROLES.iter().map(|role| (*role, free_port())).collect();
+        let url = |role: &str| format!("http://127.0.0.1:{}", ports[role]);
+        let mut stack = Self {
+            ports: ports.clone(),
+            children: HashMap::new(),
+            spans: receiver.spans,
+            received: Vec::new(),
+            logs: Arc::default(),
+            dir: dir.clone(),
+            http: reqwest::Client::new(),
+        };
+        for role in ROLES {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_ordertrail"));
+            command
+                .args(["serve", role])
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("OTEL_SERVICE_NAME", role)
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", receiver.addr))
+                .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+                .env("LISTEN_ADDR", format!("127.0.0.1:{}", ports[role]))
+                .env("DATABASE_URL", format!("sqlite://{}/{role}.db?mode=rwc", dir.display()))
+                .env("ORDER_URL", url("order"))
+                .env("PAYMENT_URL", url("payment"))
+                .env("INVENTORY_URL", url("inventory"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true);
+            let mut child = command.spawn().unwrap();
+            let stdout = child.stdout.take().unwrap();
+            let logs = stack.logs.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let value: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|err| panic!("{role} wrote a line that is not JSON ({err}): {line}"));
+                    logs.lock().unwrap().push(value);
+                }
+            });
+            stack.children.insert(role, child);
+            stack.wait_ready(role).await;
+        }
+        stack
+    }
+
+    async fn wait_ready(&self, role: &str) {
+        let url = format!("http://127.0.0.1:{}/health/ready", self.ports[role]);
+        for _ in 0..200 {
+            if self.http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{role} did not become ready");
+    }
+
+    /// Stops one service with SIGTERM and waits for it to exit.
+    pub async fn stop(&mut self, role: &str) {
+        let mut child = self.children.remove(role).unwrap();
+        kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("stopped in time").unwrap();
+        assert!(status.success(), "{role} exited with {status}");
+    }
+
+    fn gateway(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports["gateway"])
+    }
+
+    async fn answer(response: reqwest::Response) -> Answer {
+        let status = response.status().as_u16();
+        let traceresponse = response.headers().get("traceresponse").map(|v| v.to_str().unwrap().to_owned());
+        let body = response.json().await.unwrap_or(Value::Null);
+        Answer { status, traceresponse, body }
+    }
+
+    /// `POST /api/orders` with `body`, an optional idempotency key and an optional traceparent.
+    pub async fn post_order(&self, body: &Value, key: Option<&str>, traceparent: Option<&str>) -> Answer {
+        let mut request = self.http.post(self.gateway("/api/orders")).json(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        Self::answer(request.send().await.unwrap()).await
+    }
+
+    /// `GET` a gateway path.
+    pub async fn get(&self, path: &str) -> Answer {
+        Self::answer(self.http.get(self.gateway(path)).send().await.unwrap()).await
+    }
+
+    /// `GET` a path of one service directly.
+    pub async fn get_from(&self, role: &str, path: &str) -> Answer {
+        let url = format!("http://127.0.0.1:{}{path}", self.ports[role]);
+        Self::answer(self.http.get(url).send().await.unwrap()).await
+    }
+
+    /// The stock of `sku`.
+    pub async fn stock(&self, sku: &str) -> i64 {
+        let products = self.get("/api/products").await.body;
+        products.as_array().unwrap().iter().find(|p| p["sku"] == sku).unwrap()["stock"].as_i64().unwrap()
+    }
+
+    /// The spans of `trace_id`, once spans named `expected` have all arrived (or after ten
+    /// seconds, when the assertions on them will say what is missing).
+    pub async fn trace(&mut self, trace_id: &str, expected: &[&str]) -> Vec<ReceivedSpan> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            while let Ok(span) = self.spans.try_recv() {
+                self.received.push(span);
+            }
+            let spans: Vec<ReceivedSpan> = self.received.iter().filter(|s| s.trace_id == trace_id).cloned().collect();
+            let complete = expected.iter().all(|name| spans.iter().any(|s| s.name == *name));
+            if complete || tokio::time::Instant::now() > deadline {
+                // Let stragglers of the last batch arrive too.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                while let Ok(span) = self.spans.try_recv() {
+                    self.received.push(span);
+                }
+                return self.received.iter().filter(|s| s.trace_id == trace_id).cloned().collect();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every span received so far, of any trace.
+    pub fn all_spans(&mut self) -> Vec<ReceivedSpan> {
+        while let Ok(span) = self.spans.try_recv() {
+            self.received.push(span);
+        }
+        self.received.clone()
+    }
+
+    /// Every log line captured so far.
+    pub fn logs(&self) -> Vec<Value> {
+        self.logs.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// An order body for `sku` × `quantity`, paid with `card`.
+pub fn order(sku: &str, quantity: i64, card: &str) -> Value {
+    json!({
+        "customer_id": "c-42",
+        "items": [{"sku": sku, "quantity": quantity}],
+        "payment": {"card_number": card, "expiry": "12/30", "cvc": "123"}
+    })
+}
+
+/// The one span named `name`.
+pub fn named<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
+    let found: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.name == name).collect();
+    assert_eq!(found.len(), 1, "expected one span named {name}, got {}: {:#?}", found.len(), names(spans));
+    found[0]
+}
+
+/// `service: name` of every span, for failure messages.
+pub fn names(spans: &[ReceivedSpan]) -> Vec<String> {
+    spans.iter().map(|s| format!("{}: {} ({})", s.service_name, s.name, s.kind)).collect()
+}
+
+/// The parent of `span` among `spans`.
+pub fn parent<'a>(spans: &'a [ReceivedSpan], span: &ReceivedSpan) -> &'a ReceivedSpan {
+    spans
+        .iter()
+        .find(|s| s.span_id == span.parent_span_id)
+        .unwrap_or_else(|| panic!("the parent of {} ({}) is not in the trace", span.name, span.service_name))
+}
