@@ -56,13 +56,21 @@ pub async fn start(addr: SocketAddr) -> std::io::Result<Console> {
         }
         // Whatever arrived before the stop is printed too, so the last request is not lost.
         while let Ok(span) = receiver.spans.try_recv() {
-            traces.entry(span.trace_id.clone()).or_insert_with(|| (Vec::new(), Instant::now())).0.push(span);
+            traces
+                .entry(span.trace_id.clone())
+                .or_insert_with(|| (Vec::new(), Instant::now()))
+                .0
+                .push(span);
         }
         for (spans, _) in traces.into_values() {
             print!("{}", render(&spans));
         }
     });
-    Ok(Console { addr: receiver.addr, stop, task })
+    Ok(Console {
+        addr: receiver.addr,
+        stop,
+        task,
+    })
 }
 
 impl Console {
@@ -78,9 +86,19 @@ impl Console {
 /// order: service, indented name, offset and duration, a bar on the trace's time axis, and
 /// `✗` for an error.
 pub fn render(spans: &[ReceivedSpan]) -> String {
-    let Some(first) = spans.first() else { return String::new() };
-    let start = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or_default();
-    let end = spans.iter().map(|s| s.end_unix_nanos).max().unwrap_or_default();
+    let Some(first) = spans.first() else {
+        return String::new();
+    };
+    let start = spans
+        .iter()
+        .map(|s| s.start_unix_nanos)
+        .min()
+        .unwrap_or_default();
+    let end = spans
+        .iter()
+        .map(|s| s.end_unix_nanos)
+        .max()
+        .unwrap_or_default();
     let total = end.saturating_sub(start).max(1);
     let services: HashSet<&str> = spans.iter().map(|s| s.service_name.as_str()).collect();
     let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
@@ -96,7 +114,10 @@ pub fn render(spans: &[ReceivedSpan]) -> String {
     );
     // Roots are spans whose parent is not in this trace: the first span, or one continued
     // from a caller that sent a traceparent.
-    let mut roots: Vec<&ReceivedSpan> = spans.iter().filter(|s| !ids.contains(s.parent_span_id.as_str())).collect();
+    let mut roots: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| !ids.contains(s.parent_span_id.as_str()))
+        .collect();
     roots.sort_by_key(|s| s.start_unix_nanos);
     for root in roots {
         write_tree(&mut out, spans, root, 0, start, total);
@@ -104,11 +125,27 @@ pub fn render(spans: &[ReceivedSpan]) -> String {
     out
 }
 
-fn write_tree(out: &mut String, spans: &[ReceivedSpan], span: &ReceivedSpan, depth: usize, start: u64, total: u64) {
+fn write_tree(
+    out: &mut String,
+    spans: &[ReceivedSpan],
+    span: &ReceivedSpan,
+    depth: usize,
+    start: u64,
+    total: u64,
+) {
     let offset = span.start_unix_nanos.saturating_sub(start);
     let from = (offset as u128 * BAR_WIDTH as u128 / total as u128) as usize;
-    let width = ((span.duration_nanos() as u128 * BAR_WIDTH as u128 / total as u128) as usize).max(1);
-    let bar: String = (0..BAR_WIDTH).map(|i| if i >= from && i < from + width { '█' } else { '·' }).collect();
+    let width =
+        ((span.duration_nanos() as u128 * BAR_WIDTH as u128 / total as u128) as usize).max(1);
+    let bar: String = (0..BAR_WIDTH)
+        .map(|i| {
+            if i >= from && i < from + width {
+                '█'
+            } else {
+                '·'
+            }
+        })
+        .collect();
     let name = format!("{}{}", "  ".repeat(depth), span.name);
     let _ = writeln!(
         out,
@@ -120,7 +157,10 @@ fn write_tree(out: &mut String, spans: &[ReceivedSpan], span: &ReceivedSpan, dep
         bar,
         if span.is_error { "✗" } else { "" }
     );
-    let mut children: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.parent_span_id == span.span_id).collect();
+    let mut children: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == span.span_id)
+        .collect();
     children.sort_by_key(|s| s.start_unix_nanos);
     for child in children {
         write_tree(out, spans, child, depth + 1, start, total);
@@ -131,7 +171,15 @@ fn write_tree(out: &mut String, spans: &[ReceivedSpan], span: &ReceivedSpan, dep
 mod tests {
     use super::*;
 
-    fn span(service: &str, id: &str, parent: &str, name: &str, start_ms: u64, end_ms: u64, is_error: bool) -> ReceivedSpan {
+    fn span(
+        service: &str,
+        id: &str,
+        parent: &str,
+        name: &str,
+        start_ms: u64,
+        end_ms: u64,
+        is_error: bool,
+    ) -> ReceivedSpan {
         ReceivedSpan {
             service_name: service.into(),
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
@@ -156,16 +204,39 @@ mod tests {
         ];
         let text = render(&spans);
         let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
-        assert!(lines[0].contains("trace 4bf92f3577b34da6a3ce929d0e0e4736  3 spans, 3 services, 12.0 ms"), "{text}");
-        assert!(lines[1].contains("gateway") && lines[1].contains(" POST /api/orders"), "{text}");
-        assert!(lines[2].contains("order") && lines[2].contains("  POST /orders") && lines[2].ends_with('✗'), "{text}");
-        assert!(lines[3].contains("payment") && lines[3].contains("    payment.charge"), "{text}");
+        assert!(
+            lines[0]
+                .contains("trace 4bf92f3577b34da6a3ce929d0e0e4736  3 spans, 3 services, 12.0 ms"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("gateway") && lines[1].contains(" POST /api/orders"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("order")
+                && lines[2].contains("  POST /orders")
+                && lines[2].ends_with('✗'),
+            "{text}"
+        );
+        assert!(
+            lines[3].contains("payment") && lines[3].contains("    payment.charge"),
+            "{text}"
+        );
         assert!(!lines[1].ends_with('✗'));
     }
 
     #[test]
     fn a_span_continued_from_an_outside_caller_is_a_root() {
-        let spans = [span("gateway", "a", "00f067aa0ba902b7", "GET /api/products", 0, 5, false)];
+        let spans = [span(
+            "gateway",
+            "a",
+            "00f067aa0ba902b7",
+            "GET /api/products",
+            0,
+            5,
+            false,
+        )];
         assert!(render(&spans).contains("GET /api/products"));
     }
 }

@@ -101,7 +101,16 @@ async fn serve(role: Role) -> anyhow::Result<()> {
 }
 
 async fn healthcheck(url: &str) -> anyhow::Result<()> {
-    let response = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?.get(url).send().await?;
-    anyhow::ensure!(response.status().is_success(), "{url} answered {}", response.status());
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?
+        .get(url)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{url} answered {}",
+        response.status()
+    );
     Ok(())
 }

@@ -18,7 +18,12 @@ use tokio::process::{Child, Command};
 use crate::console;
 
 /// The roles in start order: callees before their callers.
-const ROLES: [(&str, u16); 4] = [("inventory", 8083), ("payment", 8082), ("order", 8081), ("gateway", 8080)];
+const ROLES: [(&str, u16); 4] = [
+    ("inventory", 8083),
+    ("payment", 8082),
+    ("order", 8081),
+    ("gateway", 8080),
+];
 /// How long a child may take to stop after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a child may take to become ready.
@@ -29,7 +34,9 @@ pub async fn run() -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this program's own path")?;
     fs::create_dir_all("var/log").context("cannot create ./var/log")?;
 
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty());
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty());
     let console = match endpoint {
         Some(endpoint) => {
             println!("spans go to {endpoint}");
@@ -44,7 +51,10 @@ pub async fn run() -> anyhow::Result<()> {
 
     let mut children = Vec::new();
     for (role, port) in ROLES {
-        let log = File::options().create(true).append(true).open(Path::new("var/log").join(format!("{role}.log")))?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(Path::new("var/log").join(format!("{role}.log")))?;
         let mut command = Command::new(&exe);
         command
             .args(["serve", role])
@@ -57,11 +67,15 @@ pub async fn run() -> anyhow::Result<()> {
         if !endpoint.is_empty() {
             command.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
         }
-        let child = command.spawn().with_context(|| format!("cannot start {role}"))?;
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {role}"))?;
         children.push((role, child));
         if let Err(err) = wait_ready(port).await {
             stop(&mut children).await;
-            return Err(err.context(format!("{role} did not become ready; see var/log/{role}.log")));
+            return Err(err.context(format!(
+                "{role} did not become ready; see var/log/{role}.log"
+            )));
         }
     }
     println!("ordertrail is up: gateway on http://localhost:8080 (logs in var/log/, Ctrl-C stops)");
@@ -83,11 +97,18 @@ pub async fn run() -> anyhow::Result<()> {
 }
 
 async fn wait_ready(port: u16) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(1)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()?;
     let url = format!("http://127.0.0.1:{port}/health/ready");
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     while tokio::time::Instant::now() < deadline {
-        if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+        if client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -115,7 +136,10 @@ async fn stop(children: &mut Vec<(&'static str, Child)>) {
             // would send SIGKILL.
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }
-        if tokio::time::timeout(STOP_TIMEOUT, child.wait()).await.is_err() {
+        if tokio::time::timeout(STOP_TIMEOUT, child.wait())
+            .await
+            .is_err()
+        {
             eprintln!("{role} did not stop in time; killing it");
             let _ = child.kill().await;
         }

@@ -145,7 +145,10 @@ pub fn validate_lines(lines: &[OrderLine]) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     for line in lines {
         if !(1..=1000).contains(&line.quantity) {
-            return Err(format!("quantity of {} must be between 1 and 1000", line.sku));
+            return Err(format!(
+                "quantity of {} must be between 1 and 1000",
+                line.sku
+            ));
         }
         if !seen.insert(&line.sku) {
             return Err(format!("{} appears twice", line.sku));
@@ -184,9 +187,15 @@ impl OrderStatus {
 
     /// Parses a stored name.
     pub fn parse(name: &str) -> Option<Self> {
-        [Self::Pending, Self::Reserved, Self::Paid, Self::Confirmed, Self::Failed]
-            .into_iter()
-            .find(|s| s.as_str() == name)
+        [
+            Self::Pending,
+            Self::Reserved,
+            Self::Paid,
+            Self::Confirmed,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
     }
 
     /// True for `confirmed` and `failed`.

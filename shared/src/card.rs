@@ -111,7 +111,10 @@ impl<'de> Deserialize<'de> for Expiry {
         let text = String::deserialize(deserializer)?;
         let invalid = || de::Error::custom("expiry must be MM/YY");
         let (month, year) = text.split_once('/').ok_or_else(invalid)?;
-        let (month, year): (u8, u8) = (month.parse().map_err(|_| invalid())?, year.parse().map_err(|_| invalid())?);
+        let (month, year): (u8, u8) = (
+            month.parse().map_err(|_| invalid())?,
+            year.parse().map_err(|_| invalid())?,
+        );
         if !(1..=12).contains(&month) || year > 99 {
             return Err(invalid());
         }
@@ -211,7 +214,10 @@ mod tests {
         let card = CardNumber::parse("4242 4242 4242 4242").unwrap();
         assert_eq!(
             card.masked(),
-            MaskedCard { brand: "visa".into(), last4: "4242".into() }
+            MaskedCard {
+                brand: "visa".into(),
+                last4: "4242".into()
+            }
         );
         assert_eq!(format!("{card:?}"), "CardNumber(visa ****4242)");
     }
@@ -233,8 +239,14 @@ mod tests {
 
     #[test]
     fn letters_and_short_numbers_are_rejected() {
-        assert_eq!(CardNumber::parse("4242abcd").unwrap_err(), CardNumberError::NotDigits);
-        assert_eq!(CardNumber::parse("4242").unwrap_err(), CardNumberError::Length);
+        assert_eq!(
+            CardNumber::parse("4242abcd").unwrap_err(),
+            CardNumberError::NotDigits
+        );
+        assert_eq!(
+            CardNumber::parse("4242").unwrap_err(),
+            CardNumberError::Length
+        );
     }
 
     #[test]

@@ -72,7 +72,9 @@ impl Database {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
-            .map_err(|err| anyhow::anyhow!("cannot connect to the {} database: {err}", system.as_str()))?;
+            .map_err(|err| {
+                anyhow::anyhow!("cannot connect to the {} database: {err}", system.as_str())
+            })?;
         migrations.run(&pool).await?;
         let namespace = url
             .rsplit('/')
@@ -81,7 +83,11 @@ impl Database {
             .unwrap_or_default()
             .trim_end_matches(".db")
             .to_owned();
-        Ok(Self { pool, system, namespace })
+        Ok(Self {
+            pool,
+            system,
+            namespace,
+        })
     }
 
     /// Which database this is.
@@ -128,5 +134,7 @@ fn create_sqlite_parent_dir(url: &str) -> anyhow::Result<()> {
 /// and PostgreSQL, and sortable).
 pub fn now() -> String {
     use time::format_description::well_known::Rfc3339;
-    time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
+    time::OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }

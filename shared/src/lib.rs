@@ -11,6 +11,8 @@ pub mod http;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// The baggage key the gateway sets and every service copies onto its spans and log lines.
 pub const CUSTOMER_ID: &str = "customer.id";

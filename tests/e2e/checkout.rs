@@ -16,25 +16,51 @@ async fn a_confirmed_order_is_one_trace_across_four_services_and_its_logs_join_i
     let stock_before = stack.stock("TRAIL-MUG").await;
 
     let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
-    let answer = stack.post_order(&order("TRAIL-MUG", 2, GOOD_CARD), None, Some(&traceparent)).await;
+    let answer = stack
+        .post_order(&order("TRAIL-MUG", 2, GOOD_CARD), None, Some(&traceparent))
+        .await;
 
     assert_eq!(answer.status, 201, "{}", answer.body);
     assert_eq!(answer.body["status"], "confirmed");
     assert_eq!(answer.body["total_cents"], 2 * 1450);
-    assert_eq!(answer.body["card"], json!({"brand": "visa", "last4": "4242"}));
-    assert_eq!(answer.trace_id(), CALLER_TRACE, "the caller's trace is continued");
+    assert_eq!(
+        answer.body["card"],
+        json!({"brand": "visa", "last4": "4242"})
+    );
+    assert_eq!(
+        answer.trace_id(),
+        CALLER_TRACE,
+        "the caller's trace is continued"
+    );
     assert_eq!(answer.body["trace_id"], CALLER_TRACE);
     assert_eq!(stack.stock("TRAIL-MUG").await, stock_before - 2);
 
     let spans = stack
-        .trace(CALLER_TRACE, &["POST /api/orders", "checkout", "payment.charge", "inventory.reserve", "inventory.commit"])
+        .trace(
+            CALLER_TRACE,
+            &[
+                "POST /api/orders",
+                "checkout",
+                "payment.charge",
+                "inventory.reserve",
+                "inventory.commit",
+            ],
+        )
         .await;
     let services: BTreeSet<&str> = spans.iter().map(|s| s.service_name.as_str()).collect();
-    assert_eq!(services, BTreeSet::from(["gateway", "inventory", "order", "payment"]), "{:#?}", names(&spans));
+    assert_eq!(
+        services,
+        BTreeSet::from(["gateway", "inventory", "order", "payment"]),
+        "{:#?}",
+        names(&spans)
+    );
 
     // The gateway's server span continues the caller's span.
     let root = named(&spans, "POST /api/orders");
-    assert_eq!((root.service_name.as_str(), root.kind), ("gateway", "server"));
+    assert_eq!(
+        (root.service_name.as_str(), root.kind),
+        ("gateway", "server")
+    );
     assert_eq!(root.parent_span_id, CALLER_SPAN);
     assert_eq!(root.attribute("http.request.method"), Some("POST"));
     assert_eq!(root.attribute("http.route"), Some("/api/orders"));
@@ -42,35 +68,79 @@ async fn a_confirmed_order_is_one_trace_across_four_services_and_its_logs_join_i
     assert_eq!(root.attribute("http.response.status_code"), Some("201"));
 
     // Every other server span's parent is a client span of the service that called it.
-    for server in spans.iter().filter(|s| s.kind == "server" && s.span_id != root.span_id) {
+    for server in spans
+        .iter()
+        .filter(|s| s.kind == "server" && s.span_id != root.span_id)
+    {
         let client = parent(&spans, server);
-        assert_eq!(client.kind, "client", "parent of {} is {}", server.name, client.name);
+        assert_eq!(
+            client.kind, "client",
+            "parent of {} is {}",
+            server.name, client.name
+        );
         assert_ne!(client.service_name, server.service_name);
-        assert_eq!(client.attribute("server.port").map(str::to_owned), Some(stack.ports[server.service_name.as_str()].to_string()));
-        assert!(client.attribute("url.full").is_some_and(|u| u.ends_with(server.attribute("url.path").unwrap())));
+        assert_eq!(
+            client.attribute("server.port").map(str::to_owned),
+            Some(stack.ports[server.service_name.as_str()].to_string())
+        );
+        assert!(
+            client
+                .attribute("url.full")
+                .is_some_and(|u| u.ends_with(server.attribute("url.path").unwrap()))
+        );
     }
-    let server_spans: Vec<&str> = spans.iter().filter(|s| s.kind == "server").map(|s| s.service_name.as_str()).collect();
+    let server_spans: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.kind == "server")
+        .map(|s| s.service_name.as_str())
+        .collect();
     let mut server_spans = server_spans;
     server_spans.sort_unstable();
-    assert_eq!(server_spans, ["gateway", "inventory", "inventory", "order", "payment"], "reserve and commit on inventory");
+    assert_eq!(
+        server_spans,
+        ["gateway", "inventory", "inventory", "order", "payment"],
+        "reserve and commit on inventory"
+    );
 
     // Business spans sit under the server span of their service.
-    for (name, service) in [("checkout", "order"), ("inventory.reserve", "inventory"), ("payment.charge", "payment"), ("inventory.commit", "inventory")] {
+    for (name, service) in [
+        ("checkout", "order"),
+        ("inventory.reserve", "inventory"),
+        ("payment.charge", "payment"),
+        ("inventory.commit", "inventory"),
+    ] {
         let span = named(&spans, name);
         assert_eq!(span.service_name, service);
-        assert_eq!(span.attribute("order.id"), answer.body["order_id"].as_str(), "{name}");
+        assert_eq!(
+            span.attribute("order.id"),
+            answer.body["order_id"].as_str(),
+            "{name}"
+        );
         assert!(!span.is_error, "{name} failed");
     }
-    assert_eq!(named(&spans, "checkout").attribute("order.total_cents"), Some("2900"));
+    assert_eq!(
+        named(&spans, "checkout").attribute("order.total_cents"),
+        Some("2900")
+    );
 
     // Database spans are client spans under a span of the same service.
     for service in ["order", "payment", "inventory"] {
-        let db: Vec<_> = spans.iter().filter(|s| s.service_name == service && s.attribute("db.system.name").is_some()).collect();
+        let db: Vec<_> = spans
+            .iter()
+            .filter(|s| s.service_name == service && s.attribute("db.system.name").is_some())
+            .collect();
         assert!(!db.is_empty(), "{service} made no database span");
         for span in db {
             assert_eq!(span.kind, "client");
             assert_eq!(span.attribute("db.system.name"), Some("sqlite"));
-            assert_eq!(span.name, format!("{} {}", span.attribute("db.operation.name").unwrap(), span.attribute("db.collection.name").unwrap()));
+            assert_eq!(
+                span.name,
+                format!(
+                    "{} {}",
+                    span.attribute("db.operation.name").unwrap(),
+                    span.attribute("db.collection.name").unwrap()
+                )
+            );
             assert_eq!(parent(&spans, span).service_name, service);
         }
     }
@@ -78,35 +148,65 @@ async fn a_confirmed_order_is_one_trace_across_four_services_and_its_logs_join_i
     // The gateway's baggage reaches every service.
     for service in ["gateway", "order", "payment", "inventory"] {
         assert!(
-            spans.iter().any(|s| s.service_name == service && s.attribute("customer.id") == Some("c-42")),
+            spans
+                .iter()
+                .any(|s| s.service_name == service && s.attribute("customer.id") == Some("c-42")),
             "no span of {service} carries customer.id"
         );
     }
 
     // Every log line of the request carries the trace, a span id and the customer.
     let logs = stack.logs();
-    let of_trace: Vec<_> = logs.iter().filter(|l| l["trace.id"] == CALLER_TRACE).collect();
-    let logged_by: BTreeSet<&str> = of_trace.iter().map(|l| l["service.name"].as_str().unwrap()).collect();
-    assert_eq!(logged_by, BTreeSet::from(["gateway", "inventory", "order", "payment"]));
+    let of_trace: Vec<_> = logs
+        .iter()
+        .filter(|l| l["trace.id"] == CALLER_TRACE)
+        .collect();
+    let logged_by: BTreeSet<&str> = of_trace
+        .iter()
+        .map(|l| l["service.name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        logged_by,
+        BTreeSet::from(["gateway", "inventory", "order", "payment"])
+    );
     let span_ids: BTreeSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     for line in &of_trace {
         let span_id = line["span.id"].as_str().expect("span.id");
-        assert!(span_ids.contains(span_id), "log line points at a span the trace lacks: {line}");
+        assert!(
+            span_ids.contains(span_id),
+            "log line points at a span the trace lacks: {line}"
+        );
         assert_eq!(line["customer.id"], "c-42", "{line}");
         assert_eq!(line["ecs.version"], "8.11.0");
         assert!(line["@timestamp"].as_str().unwrap().ends_with('Z'));
         let dataset = line["event.dataset"].as_str().unwrap();
-        assert!(dataset == "ordertrail.audit" || dataset == format!("ordertrail.{}", line["service.name"].as_str().unwrap()));
+        assert!(
+            dataset == "ordertrail.audit"
+                || dataset == format!("ordertrail.{}", line["service.name"].as_str().unwrap())
+        );
     }
-    let audit: BTreeSet<&str> = of_trace.iter().filter(|l| l["event.dataset"] == "ordertrail.audit").map(|l| l["event.action"].as_str().unwrap()).collect();
+    let audit: BTreeSet<&str> = of_trace
+        .iter()
+        .filter(|l| l["event.dataset"] == "ordertrail.audit")
+        .map(|l| l["event.action"].as_str().unwrap())
+        .collect();
     assert_eq!(audit, BTreeSet::from(["order-created", "payment-captured"]));
 
     // The card number is nowhere: not in a log line, a span or a database file.
     assert!(!logs.iter().any(|l| l.to_string().contains(GOOD_CARD)));
-    assert!(!spans.iter().any(|s| s.attributes.values().any(|v| v.contains(GOOD_CARD))));
+    assert!(
+        !spans
+            .iter()
+            .any(|s| s.attributes.values().any(|v| v.contains(GOOD_CARD)))
+    );
     for role in ["order", "payment", "inventory"] {
         let bytes = std::fs::read(stack.dir.join(format!("{role}.db"))).unwrap();
-        assert!(!bytes.windows(GOOD_CARD.len()).any(|w| w == GOOD_CARD.as_bytes()), "{role}.db holds the card number");
+        assert!(
+            !bytes
+                .windows(GOOD_CARD.len())
+                .any(|w| w == GOOD_CARD.as_bytes()),
+            "{role}.db holds the card number"
+        );
     }
 }
 
@@ -118,11 +218,21 @@ async fn the_same_idempotency_key_replays_the_first_answer_and_orders_once() {
 
     let first = stack.post_order(&body, Some("key-1"), None).await;
     let again = stack.post_order(&body, Some("key-1"), None).await;
-    let other = stack.post_order(&order("TRAIL-TEE", 3, GOOD_CARD), Some("key-1"), None).await;
+    let other = stack
+        .post_order(&order("TRAIL-TEE", 3, GOOD_CARD), Some("key-1"), None)
+        .await;
 
     assert_eq!(first.status, 201);
-    assert_eq!((again.status, &again.body), (201, &first.body), "the first answer, replayed");
-    assert_eq!(stack.stock("TRAIL-TEE").await, stock_before - 1, "ordered once");
+    assert_eq!(
+        (again.status, &again.body),
+        (201, &first.body),
+        "the first answer, replayed"
+    );
+    assert_eq!(
+        stack.stock("TRAIL-TEE").await,
+        stock_before - 1,
+        "ordered once"
+    );
     assert_eq!(other.status, 422, "{}", other.body);
     assert_eq!(other.body["title"], "idempotency key reused");
 }
@@ -136,8 +246,16 @@ async fn health_checks_make_no_spans() {
     }
     // A traced request afterwards, so that waiting for it proves earlier spans were flushed.
     let answer = stack.get("/api/products").await;
-    let spans = stack.trace(&answer.trace_id(), &["GET /api/products", "GET /products"]).await;
+    let spans = stack
+        .trace(&answer.trace_id(), &["GET /api/products", "GET /products"])
+        .await;
     assert_eq!(spans.len(), 4, "{:#?}", names(&spans));
     let all = stack.all_spans();
-    assert!(!all.iter().any(|s| s.attribute("url.path").is_some_and(|p| p.starts_with("/health"))), "{:#?}", names(&all));
+    assert!(
+        !all.iter().any(|s| s
+            .attribute("url.path")
+            .is_some_and(|p| p.starts_with("/health"))),
+        "{:#?}",
+        names(&all)
+    );
 }

@@ -43,22 +43,36 @@ pub struct Answer {
 impl Answer {
     /// The trace id from the `traceresponse` header.
     pub fn trace_id(&self) -> String {
-        let header = self.traceresponse.as_deref().expect("a traceresponse header");
-        header.split('-').nth(1).expect("a trace id in traceresponse").to_owned()
+        let header = self
+            .traceresponse
+            .as_deref()
+            .expect("a traceresponse header");
+        header
+            .split('-')
+            .nth(1)
+            .expect("a trace id in traceresponse")
+            .to_owned()
     }
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl TestStack {
     /// Starts the receiver and the four services, and waits until each is ready.
     pub async fn start() -> Self {
-        let receiver = receiver::start(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let receiver = receiver::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
         let dir = std::env::temp_dir().join(format!("ordertrail-e2e-{}", uuid_like()));
         std::fs::create_dir_all(&dir).unwrap();
-        let ports: HashMap<&'static str, u16> = ROLES.iter().map(|role| (*role, free_port())).collect();
+        let ports: HashMap<&'static str, u16> =
+            ROLES.iter().map(|role| (*role, free_port())).collect();
         let url = |role: &str| format!("http://127.0.0.1:{}", ports[role]);
         let mut stack = Self {
             ports: ports.clone(),
@@ -76,10 +90,16 @@ impl TestStack {
                 .env_clear()
                 .env("PATH", std::env::var("PATH").unwrap_or_default())
                 .env("OTEL_SERVICE_NAME", role)
-                .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", receiver.addr))
+                .env(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    format!("http://{}", receiver.addr),
+                )
                 .env("OTEL_BSP_SCHEDULE_DELAY", "100")
                 .env("LISTEN_ADDR", format!("127.0.0.1:{}", ports[role]))
-                .env("DATABASE_URL", format!("sqlite://{}/{role}.db?mode=rwc", dir.display()))
+                .env(
+                    "DATABASE_URL",
+                    format!("sqlite://{}/{role}.db?mode=rwc", dir.display()),
+                )
                 .env("ORDER_URL", url("order"))
                 .env("PAYMENT_URL", url("payment"))
                 .env("INVENTORY_URL", url("inventory"))
@@ -93,8 +113,9 @@ impl TestStack {
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stdout).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    let value: Value = serde_json::from_str(&line)
-                        .unwrap_or_else(|err| panic!("{role} wrote a line that is not JSON ({err}): {line}"));
+                    let value: Value = serde_json::from_str(&line).unwrap_or_else(|err| {
+                        panic!("{role} wrote a line that is not JSON ({err}): {line}")
+                    });
                     logs.lock().unwrap().push(value);
                 }
             });
@@ -107,7 +128,13 @@ impl TestStack {
     async fn wait_ready(&self, role: &str) {
         let url = format!("http://127.0.0.1:{}/health/ready", self.ports[role]);
         for _ in 0..200 {
-            if self.http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+            if self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -119,7 +146,10 @@ impl TestStack {
     pub async fn stop(&mut self, role: &str) {
         let mut child = self.children.remove(role).unwrap();
         kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("stopped in time").unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("stopped in time")
+            .unwrap();
         assert!(status.success(), "{role} exited with {status}");
     }
 
@@ -129,13 +159,25 @@ impl TestStack {
 
     async fn answer(response: reqwest::Response) -> Answer {
         let status = response.status().as_u16();
-        let traceresponse = response.headers().get("traceresponse").map(|v| v.to_str().unwrap().to_owned());
+        let traceresponse = response
+            .headers()
+            .get("traceresponse")
+            .map(|v| v.to_str().unwrap().to_owned());
         let body = response.json().await.unwrap_or(Value::Null);
-        Answer { status, traceresponse, body }
+        Answer {
+            status,
+            traceresponse,
+            body,
+        }
     }
 
     /// `POST /api/orders` with `body`, an optional idempotency key and an optional traceparent.
-    pub async fn post_order(&self, body: &Value, key: Option<&str>, traceparent: Option<&str>) -> Answer {
+    pub async fn post_order(
+        &self,
+        body: &Value,
+        key: Option<&str>,
+        traceparent: Option<&str>,
+    ) -> Answer {
         let mut request = self.http.post(self.gateway("/api/orders")).json(body);
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
@@ -160,7 +202,14 @@ impl TestStack {
     /// The stock of `sku`.
     pub async fn stock(&self, sku: &str) -> i64 {
         let products = self.get("/api/products").await.body;
-        products.as_array().unwrap().iter().find(|p| p["sku"] == sku).unwrap()["stock"].as_i64().unwrap()
+        products
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["sku"] == sku)
+            .unwrap()["stock"]
+            .as_i64()
+            .unwrap()
     }
 
     /// The spans of `trace_id`, once spans named `expected` have all arrived (or after ten
@@ -171,15 +220,27 @@ impl TestStack {
             while let Ok(span) = self.spans.try_recv() {
                 self.received.push(span);
             }
-            let spans: Vec<ReceivedSpan> = self.received.iter().filter(|s| s.trace_id == trace_id).cloned().collect();
-            let complete = expected.iter().all(|name| spans.iter().any(|s| s.name == *name));
+            let spans: Vec<ReceivedSpan> = self
+                .received
+                .iter()
+                .filter(|s| s.trace_id == trace_id)
+                .cloned()
+                .collect();
+            let complete = expected
+                .iter()
+                .all(|name| spans.iter().any(|s| s.name == *name));
             if complete || tokio::time::Instant::now() > deadline {
                 // Let stragglers of the last batch arrive too.
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 while let Ok(span) = self.spans.try_recv() {
                     self.received.push(span);
                 }
-                return self.received.iter().filter(|s| s.trace_id == trace_id).cloned().collect();
+                return self
+                    .received
+                    .iter()
+                    .filter(|s| s.trace_id == trace_id)
+                    .cloned()
+                    .collect();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -207,7 +268,10 @@ impl Drop for TestStack {
 
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{}-{nanos}", std::process::id())
 }
 
@@ -223,13 +287,22 @@ pub fn order(sku: &str, quantity: i64, card: &str) -> Value {
 /// The one span named `name`.
 pub fn named<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
     let found: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.name == name).collect();
-    assert_eq!(found.len(), 1, "expected one span named {name}, got {}: {:#?}", found.len(), names(spans));
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one span named {name}, got {}: {:#?}",
+        found.len(),
+        names(spans)
+    );
     found[0]
 }
 
 /// `service: name` of every span, for failure messages.
 pub fn names(spans: &[ReceivedSpan]) -> Vec<String> {
-    spans.iter().map(|s| format!("{}: {} ({})", s.service_name, s.name, s.kind)).collect()
+    spans
+        .iter()
+        .map(|s| format!("{}: {} ({})", s.service_name, s.name, s.kind))
+        .collect()
 }
 
 /// The parent of `span` among `spans`.
@@ -237,5 +310,10 @@ pub fn parent<'a>(spans: &'a [ReceivedSpan], span: &ReceivedSpan) -> &'a Receive
     spans
         .iter()
         .find(|s| s.span_id == span.parent_span_id)
-        .unwrap_or_else(|| panic!("the parent of {} ({}) is not in the trace", span.name, span.service_name))
+        .unwrap_or_else(|| {
+            panic!(
+                "the parent of {} ({}) is not in the trace",
+                span.name, span.service_name
+            )
+        })
 }

@@ -22,20 +22,30 @@ pub struct AppState {
 impl AppState {
     /// Clients for the upstreams named in `config`.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        Ok(Self { order: ServiceClient::new(&config.order_url)?, inventory: ServiceClient::new(&config.inventory_url)? })
+        Ok(Self {
+            order: ServiceClient::new(&config.order_url)?,
+            inventory: ServiceClient::new(&config.inventory_url)?,
+        })
     }
 }
 
 /// The public API, traced, plus untraced health checks.
 pub fn router(state: AppState) -> Router {
-    traced(routes::routes()).with_state(state).merge(health_routes(None))
+    traced(routes::routes())
+        .with_state(state)
+        .merge(health_routes(None))
 }
 
 /// Serves until `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let state = AppState::new(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(server.address = %listener.local_addr()?, "gateway listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }

@@ -31,12 +31,19 @@ async fn products(State(state): State<AppState>) -> Response {
 
 /// Validates the order (the card was checked when the body was read), then forwards it with
 /// the customer id in baggage, so that every service downstream tags its spans and logs.
-async fn place_order(State(state): State<AppState>, headers: HeaderMap, Json(request): Json<PlaceOrder>) -> Response {
+async fn place_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(request): Json<PlaceOrder>,
+) -> Response {
     if let Err(detail) = request.validate() {
-        return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request").with_detail(detail).into_response();
+        return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request")
+            .with_detail(detail)
+            .into_response();
     }
     tracing::Span::current().record(CUSTOMER_ID, request.customer_id.as_str());
-    let cx = Context::current_with_baggage([KeyValue::new(CUSTOMER_ID, request.customer_id.clone())]);
+    let cx =
+        Context::current_with_baggage([KeyValue::new(CUSTOMER_ID, request.customer_id.clone())]);
     let mut call = state.order.post("/orders", "/orders").json(&request);
     if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
         call = call.header("idempotency-key", key);
@@ -50,7 +57,13 @@ async fn place_order(State(state): State<AppState>, headers: HeaderMap, Json(req
 }
 
 async fn order(State(state): State<AppState>, Path(order_id): Path<String>) -> Response {
-    forward(state.order.get("/orders/{order_id}", &format!("/orders/{order_id}")), "order").await
+    forward(
+        state
+            .order
+            .get("/orders/{order_id}", &format!("/orders/{order_id}")),
+        "order",
+    )
+    .await
 }
 
 /// Sends `call` and passes the answer through; 503 problem+json when `service` cannot be
@@ -66,7 +79,9 @@ async fn forward(call: Call, service: &str) -> Response {
         Ok(body) => {
             let mut response = (status, body).into_response();
             if let Some(content_type) = content_type {
-                response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type);
             }
             response
         }

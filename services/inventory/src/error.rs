@@ -56,24 +56,28 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = match &self {
-            Self::OutOfStock { sku, requested, available } => {
-                Problem::new(StatusCode::CONFLICT, "out of stock")
-                    .with_type("/problems/out-of-stock")
+            Self::OutOfStock {
+                sku,
+                requested,
+                available,
+            } => Problem::new(StatusCode::CONFLICT, "out of stock")
+                .with_type("/problems/out-of-stock")
+                .with_detail(self.to_string())
+                .with("sku", sku.as_str())
+                .with("requested", *requested)
+                .with("available", *available),
+            Self::UnknownProduct(sku) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown product")
                     .with_detail(self.to_string())
                     .with("sku", sku.as_str())
-                    .with("requested", *requested)
-                    .with("available", *available)
             }
-            Self::UnknownProduct(sku) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown product")
-                .with_detail(self.to_string())
-                .with("sku", sku.as_str()),
-            Self::Invalid(_) => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request").with_detail(self.to_string())
+            Self::Invalid(_) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request")
+                .with_detail(self.to_string()),
+            Self::NoReservation(_) => {
+                Problem::new(StatusCode::NOT_FOUND, "no reservation").with_detail(self.to_string())
             }
-            Self::NoReservation(_) => Problem::new(StatusCode::NOT_FOUND, "no reservation").with_detail(self.to_string()),
-            Self::Conflict { .. } => {
-                Problem::new(StatusCode::CONFLICT, "reservation conflict").with_detail(self.to_string())
-            }
+            Self::Conflict { .. } => Problem::new(StatusCode::CONFLICT, "reservation conflict")
+                .with_detail(self.to_string()),
             Self::Database(err) => {
                 tracing::error!(error = err as &dyn std::error::Error, error.type = "database", "request failed");
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")

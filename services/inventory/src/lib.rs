@@ -36,11 +36,21 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Connects to the database, migrates it and serves until `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let database = Database::connect(&config.database_url, &MIGRATIONS).await?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(server.address = %listener.local_addr()?, "inventory listening");
-    let app = router(AppState { store: Store::new(database) });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    let app = router(AppState {
+        store: Store::new(database),
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

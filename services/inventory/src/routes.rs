@@ -9,8 +9,8 @@ use ordertrail_shared::api::{Product, Reservation, ReserveRequest, validate_line
 use ordertrail_shared::http::Json;
 use ordertrail_shared::telemetry::record_error;
 
-use crate::error::ApiError;
 use crate::AppState;
+use crate::error::ApiError;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -31,7 +31,8 @@ async fn reserve(
     Json(request): Json<ReserveRequest>,
 ) -> Result<(StatusCode, JsonResponse<Reservation>), ApiError> {
     validate(&request)?;
-    let (reservation, created) = match state.store.reserve(&request.order_id, &request.items).await {
+    let (reservation, created) = match state.store.reserve(&request.order_id, &request.items).await
+    {
         Ok(done) => done,
         Err(err) => {
             record_error(&tracing::Span::current(), err.kind(), &err);
@@ -40,9 +41,16 @@ async fn reserve(
         }
     };
     if created {
-        tracing::info!(order.total_cents = reservation.total_cents, "stock reserved");
+        tracing::info!(
+            order.total_cents = reservation.total_cents,
+            "stock reserved"
+        );
     }
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, JsonResponse(reservation)))
 }
 
@@ -54,14 +62,20 @@ fn validate(request: &ReserveRequest) -> Result<(), ApiError> {
 }
 
 #[tracing::instrument(name = "inventory.commit", skip_all, fields(order.id = %order_id))]
-async fn commit(State(state): State<AppState>, Path(order_id): Path<String>) -> Result<JsonResponse<Reservation>, ApiError> {
+async fn commit(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<JsonResponse<Reservation>, ApiError> {
     let reservation = state.store.commit(&order_id).await?;
     tracing::info!("reservation committed");
     Ok(JsonResponse(reservation))
 }
 
 #[tracing::instrument(name = "inventory.release", skip_all, fields(order.id = %order_id))]
-async fn release(State(state): State<AppState>, Path(order_id): Path<String>) -> Result<JsonResponse<Reservation>, ApiError> {
+async fn release(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<JsonResponse<Reservation>, ApiError> {
     let reservation = state.store.release(&order_id).await?;
     tracing::info!("reservation released, stock returned");
     Ok(JsonResponse(reservation))

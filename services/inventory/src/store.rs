@@ -95,7 +95,11 @@ impl Store {
 
     /// Holds stock for every line of `order_id`, all or nothing. A second call for the same
     /// order returns the first reservation unchanged.
-    pub async fn reserve(&self, order_id: &str, lines: &[OrderLine]) -> Result<(Reservation, bool), ApiError> {
+    pub async fn reserve(
+        &self,
+        order_id: &str,
+        lines: &[OrderLine],
+    ) -> Result<(Reservation, bool), ApiError> {
         let mut tx = self.db.pool.begin().await?;
         // Writing first takes SQLite's write lock at once, so concurrent reservations queue
         // instead of failing on a lock upgrade; the conflict also makes the call idempotent.
@@ -123,10 +127,23 @@ impl Store {
             .instrument(self.db.span(&SET_TOTAL))
             .await?;
         tx.commit().await?;
-        Ok((Reservation { order_id: order_id.to_owned(), status: ReservationStatus::Reserved, items, total_cents }, true))
+        Ok((
+            Reservation {
+                order_id: order_id.to_owned(),
+                status: ReservationStatus::Reserved,
+                items,
+                total_cents,
+            },
+            true,
+        ))
     }
 
-    async fn take_stock(&self, tx: &mut Transaction<'static, Any>, order_id: &str, line: &OrderLine) -> Result<PricedLine, ApiError> {
+    async fn take_stock(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        order_id: &str,
+        line: &OrderLine,
+    ) -> Result<PricedLine, ApiError> {
         let row = sqlx::query(PRICE_OF.text)
             .bind(&line.sku)
             .fetch_optional(&mut **tx)
@@ -143,7 +160,11 @@ impl Store {
             .await?
             .rows_affected();
         if taken == 0 {
-            return Err(ApiError::OutOfStock { sku: line.sku.clone(), requested: line.quantity, available });
+            return Err(ApiError::OutOfStock {
+                sku: line.sku.clone(),
+                requested: line.quantity,
+                available,
+            });
         }
         sqlx::query(INSERT_ITEM.text)
             .bind(order_id)
@@ -153,7 +174,11 @@ impl Store {
             .execute(&mut **tx)
             .instrument(self.db.span(&INSERT_ITEM))
             .await?;
-        Ok(PricedLine { sku: line.sku.clone(), quantity: line.quantity, unit_price_cents })
+        Ok(PricedLine {
+            sku: line.sku.clone(),
+            quantity: line.quantity,
+            unit_price_cents,
+        })
     }
 
     /// The reservation of `order_id`.

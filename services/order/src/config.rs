@@ -9,7 +9,11 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
     pub listen_addr: SocketAddr,
     /// `sqlite://…` or `postgres://…` (`DATABASE_URL`).
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://var/orders.db?mode=rwc")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://var/orders.db?mode=rwc"
+    )]
     pub database_url: String,
     /// Base URL of the inventory service (`INVENTORY_URL`).
     #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:8083")]

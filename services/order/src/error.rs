@@ -33,20 +33,29 @@ impl ApiError {
     /// The problem document this error is answered with.
     pub fn problem(&self) -> Problem {
         match self {
-            Self::Invalid(detail) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request").with_detail(detail),
-            Self::KeyReused => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency key reused")
-                .with_type("/problems/idempotency-key-reused")
-                .with_detail(self.to_string()),
+            Self::Invalid(detail) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request")
+                    .with_detail(detail)
+            }
+            Self::KeyReused => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency key reused")
+                    .with_type("/problems/idempotency-key-reused")
+                    .with_detail(self.to_string())
+            }
             Self::InProgress(order_id) => Problem::new(StatusCode::CONFLICT, "request in progress")
                 .with_detail(self.to_string())
                 .with("order_id", order_id.as_str()),
-            Self::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "order not found").with_detail(self.to_string()),
-            Self::Checkout(CheckoutError::Failed { order, failure }) => Problem::new(failure.status(), "checkout failed")
-                .with_type(format!("/problems/{}", failure.kind().replace('_', "-")))
-                .with_detail(failure.to_string())
-                .with("order_id", order.order_id.as_str())
-                .with("order_status", order.status.as_str())
-                .with("reason", failure.kind()),
+            Self::NotFound(_) => {
+                Problem::new(StatusCode::NOT_FOUND, "order not found").with_detail(self.to_string())
+            }
+            Self::Checkout(CheckoutError::Failed { order, failure }) => {
+                Problem::new(failure.status(), "checkout failed")
+                    .with_type(format!("/problems/{}", failure.kind().replace('_', "-")))
+                    .with_detail(failure.to_string())
+                    .with("order_id", order.order_id.as_str())
+                    .with("order_status", order.status.as_str())
+                    .with("reason", failure.kind())
+            }
             Self::Checkout(CheckoutError::Database(err)) | Self::Database(err) => {
                 tracing::error!(error = err as &dyn std::error::Error, error.type = "database", "request failed");
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")

@@ -42,7 +42,10 @@ pub fn router(state: AppState) -> Router {
 
 /// Connects to the database, migrates it, finishes any saga a previous run left open, and
 /// serves until `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let database = Database::connect(&config.database_url, &MIGRATIONS).await?;
     let store = Store::new(database);
     let saga = Saga::new(
@@ -54,6 +57,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(server.address = %listener.local_addr()?, "order listening");
     let app = router(AppState { store, saga });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }

@@ -26,16 +26,28 @@ pub(crate) fn routes() -> Router<AppState> {
 
 /// Creates the order and runs the checkout: 201 when confirmed, a problem when it failed. With
 /// an `Idempotency-Key` the answer is kept and a repeat gets it again.
-async fn place_order(State(state): State<AppState>, headers: HeaderMap, Json(request): Json<PlaceOrder>) -> Result<Response, ApiError> {
+async fn place_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(request): Json<PlaceOrder>,
+) -> Result<Response, ApiError> {
     request.validate().map_err(ApiError::Invalid)?;
     let order_id = uuid::Uuid::now_v7().to_string();
     let key = match headers.get(IDEMPOTENCY_KEY).map(HeaderValue::to_str) {
         Some(Ok(key)) if !key.is_empty() && key.len() <= 255 => Some(key.to_owned()),
-        Some(_) => return Err(ApiError::Invalid("Idempotency-Key must be 1 to 255 visible ASCII characters".into())),
+        Some(_) => {
+            return Err(ApiError::Invalid(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+            ));
+        }
         None => None,
     };
     if let Some(key) = &key {
-        match state.store.claim_key(key, &fingerprint(&request), &order_id).await? {
+        match state
+            .store
+            .claim_key(key, &fingerprint(&request), &order_id)
+            .await?
+        {
             KeyClaim::New => {}
             KeyClaim::Replay { status, body } => {
                 tracing::info!("idempotent replay");
@@ -49,7 +61,13 @@ async fn place_order(State(state): State<AppState>, headers: HeaderMap, Json(req
     let card = request.payment.card_number.masked();
     state
         .store
-        .create(&order_id, &request.customer_id, &request.items, &card, current_trace_id().as_deref())
+        .create(
+            &order_id,
+            &request.customer_id,
+            &request.items,
+            &card,
+            current_trace_id().as_deref(),
+        )
         .await?;
     tracing::info!(
         event.dataset = "ordertrail.audit",
@@ -68,7 +86,10 @@ async fn place_order(State(state): State<AppState>, headers: HeaderMap, Json(req
     };
     let body = body.to_string();
     if let Some(key) = &key {
-        state.store.save_response(key, status.as_u16(), &body).await?;
+        state
+            .store
+            .save_response(key, status.as_u16(), &body)
+            .await?;
     }
     Ok(stored_response(status.as_u16(), body))
 }
@@ -90,10 +111,22 @@ fn fingerprint(request: &PlaceOrder) -> String {
 /// A JSON answer from its status and body: problem+json for errors.
 fn stored_response(status: u16, body: String) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let content_type = if status.is_success() { "application/json" } else { PROBLEM_JSON };
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        PROBLEM_JSON
+    };
     (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-async fn order(State(state): State<AppState>, Path(order_id): Path<String>) -> Result<JsonResponse<Order>, ApiError> {
-    state.store.get(&order_id).await?.map(JsonResponse).ok_or(ApiError::NotFound(order_id))
+async fn order(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<JsonResponse<Order>, ApiError> {
+    state
+        .store
+        .get(&order_id)
+        .await?
+        .map(JsonResponse)
+        .ok_or(ApiError::NotFound(order_id))
 }

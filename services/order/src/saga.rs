@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use ordertrail_shared::api::{ChargeRequest, Order, OrderStatus, Payment, PlaceOrder, Reservation, ReserveRequest};
+use ordertrail_shared::api::{
+    ChargeRequest, Order, OrderStatus, Payment, PlaceOrder, Reservation, ReserveRequest,
+};
 use ordertrail_shared::http::{Call, ServiceClient};
 use ordertrail_shared::problem::Problem;
 use ordertrail_shared::telemetry::record_error;
@@ -99,36 +101,81 @@ pub enum CheckoutError {
 impl Saga {
     /// A saga over `store`, calling `inventory` and `payment`.
     pub fn new(store: Store, inventory: ServiceClient, payment: ServiceClient) -> Self {
-        Self { store, inventory, payment }
+        Self {
+            store,
+            inventory,
+            payment,
+        }
     }
 
     /// Runs the saga for the pending order `order_id`, to `confirmed` or `failed`.
     #[tracing::instrument(name = "checkout", skip_all, fields(order.id = %order_id, order.total_cents = Empty))]
-    pub async fn checkout(&self, order_id: &str, request: PlaceOrder) -> Result<Order, CheckoutError> {
+    pub async fn checkout(
+        &self,
+        order_id: &str,
+        request: PlaceOrder,
+    ) -> Result<Order, CheckoutError> {
         let span = tracing::Span::current();
-        let reserve = ReserveRequest { order_id: order_id.to_owned(), items: request.items };
-        let reservation: Reservation = match retry(|| self.inventory.post("/reservations", "/reservations").json(&reserve)).await {
+        let reserve = ReserveRequest {
+            order_id: order_id.to_owned(),
+            items: request.items,
+        };
+        let reservation: Reservation = match retry(|| {
+            self.inventory
+                .post("/reservations", "/reservations")
+                .json(&reserve)
+        })
+        .await
+        {
             Ok(reservation) => reservation,
             Err(StepError::Refused(problem)) if problem.status == 409 => {
-                return self.fail(order_id, Failure::OutOfStock(detail(&problem)), false).await;
+                return self
+                    .fail(order_id, Failure::OutOfStock(detail(&problem)), false)
+                    .await;
             }
             Err(StepError::Refused(problem)) => {
-                return self.fail(order_id, Failure::UnknownProduct(detail(&problem)), false).await;
+                return self
+                    .fail(order_id, Failure::UnknownProduct(detail(&problem)), false)
+                    .await;
             }
             // The reservation may have been made with its answer lost: release to be sure.
-            Err(StepError::Unreachable) => return self.fail(order_id, Failure::Unavailable("inventory"), true).await,
+            Err(StepError::Unreachable) => {
+                return self
+                    .fail(order_id, Failure::Unavailable("inventory"), true)
+                    .await;
+            }
         };
         span.record("order.total_cents", reservation.total_cents);
-        self.store.set_reserved(order_id, &reservation.items, reservation.total_cents).await?;
+        self.store
+            .set_reserved(order_id, &reservation.items, reservation.total_cents)
+            .await?;
 
-        let charge = ChargeRequest { order_id: order_id.to_owned(), amount_cents: reservation.total_cents, card: request.payment };
+        let charge = ChargeRequest {
+            order_id: order_id.to_owned(),
+            amount_cents: reservation.total_cents,
+            card: request.payment,
+        };
         match retry(|| self.payment.post("/payments", "/payments").json(&charge)).await {
-            Ok(Payment { .. }) => self.store.set_status(order_id, OrderStatus::Paid, None).await?,
-            Err(StepError::Refused(problem)) => {
-                let reason = problem.extensions.get("reason").and_then(|r| r.as_str()).unwrap_or("card_declined");
-                return self.fail(order_id, Failure::Declined(reason.to_owned()), true).await;
+            Ok(Payment { .. }) => {
+                self.store
+                    .set_status(order_id, OrderStatus::Paid, None)
+                    .await?
             }
-            Err(StepError::Unreachable) => return self.fail(order_id, Failure::Unavailable("payment"), true).await,
+            Err(StepError::Refused(problem)) => {
+                let reason = problem
+                    .extensions
+                    .get("reason")
+                    .and_then(|r| r.as_str())
+                    .unwrap_or("card_declined");
+                return self
+                    .fail(order_id, Failure::Declined(reason.to_owned()), true)
+                    .await;
+            }
+            Err(StepError::Unreachable) => {
+                return self
+                    .fail(order_id, Failure::Unavailable("payment"), true)
+                    .await;
+            }
         }
         drop(charge);
         self.confirm(order_id).await
@@ -138,45 +185,77 @@ impl Saga {
     /// refunds the payment and fails the order.
     async fn confirm(&self, order_id: &str) -> Result<Order, CheckoutError> {
         let path = format!("/reservations/{order_id}/commit");
-        match retry::<Reservation>(|| self.inventory.post("/reservations/{order_id}/commit", &path)).await {
+        match retry::<Reservation>(|| {
+            self.inventory
+                .post("/reservations/{order_id}/commit", &path)
+        })
+        .await
+        {
             Ok(_) => {
-                self.store.set_status(order_id, OrderStatus::Confirmed, None).await?;
+                self.store
+                    .set_status(order_id, OrderStatus::Confirmed, None)
+                    .await?;
                 tracing::info!(order.status = "confirmed", "order confirmed");
                 Ok(self.order(order_id).await?)
             }
             Err(_) => {
                 let refund = format!("/payments/{order_id}/refund");
-                if retry::<Payment>(|| self.payment.post("/payments/{order_id}/refund", &refund)).await.is_err() {
+                if retry::<Payment>(|| self.payment.post("/payments/{order_id}/refund", &refund))
+                    .await
+                    .is_err()
+                {
                     tracing::error!(error.type = "refund_failed", "paid order could not be refunded; it needs a manual refund");
                 }
-                self.fail(order_id, Failure::Unavailable("inventory"), true).await
+                self.fail(order_id, Failure::Unavailable("inventory"), true)
+                    .await
             }
         }
     }
 
     /// Compensates (releases the reservation when one may exist) and marks the order failed.
-    async fn fail(&self, order_id: &str, failure: Failure, release: bool) -> Result<Order, CheckoutError> {
+    async fn fail(
+        &self,
+        order_id: &str,
+        failure: Failure,
+        release: bool,
+    ) -> Result<Order, CheckoutError> {
         let span = tracing::Span::current();
         record_error(&span, failure.kind(), &failure);
         if release {
             let path = format!("/reservations/{order_id}/release");
-            match retry::<Reservation>(|| self.inventory.post("/reservations/{order_id}/release", &path)).await {
+            match retry::<Reservation>(|| {
+                self.inventory
+                    .post("/reservations/{order_id}/release", &path)
+            })
+            .await
+            {
                 // 404: nothing was reserved, so there is nothing to give back.
                 Ok(_) | Err(StepError::Refused(_)) => {}
                 Err(StepError::Unreachable) => {
                     // The order stays open; the next start of this service releases it.
                     tracing::error!(error.type = "release_failed", "reservation could not be released");
-                    return Err(CheckoutError::Failed { order: Box::new(self.order(order_id).await?), failure });
+                    return Err(CheckoutError::Failed {
+                        order: Box::new(self.order(order_id).await?),
+                        failure,
+                    });
                 }
             }
         }
-        self.store.set_status(order_id, OrderStatus::Failed, Some(&failure.to_string())).await?;
+        self.store
+            .set_status(order_id, OrderStatus::Failed, Some(&failure.to_string()))
+            .await?;
         tracing::warn!(order.status = "failed", error.type = failure.kind(), error.message = %failure, "order failed");
-        Err(CheckoutError::Failed { order: Box::new(self.order(order_id).await?), failure })
+        Err(CheckoutError::Failed {
+            order: Box::new(self.order(order_id).await?),
+            failure,
+        })
     }
 
     async fn order(&self, order_id: &str) -> Result<Order, sqlx::Error> {
-        self.store.get(order_id).await?.ok_or(sqlx::Error::RowNotFound)
+        self.store
+            .get(order_id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
     }
 
     /// Finishes the sagas a previous run left open: paid orders are confirmed (or refunded),
@@ -187,7 +266,10 @@ impl Saga {
         let open = match self.store.open_orders().await {
             Ok(open) => open,
             Err(err) => {
-                tracing::error!(error = &err as &dyn std::error::Error, "cannot list open orders");
+                tracing::error!(
+                    error = &err as &dyn std::error::Error,
+                    "cannot list open orders"
+                );
                 return;
             }
         };
@@ -216,7 +298,10 @@ impl Saga {
 
 /// The problem's detail, else its title.
 fn detail(problem: &Problem) -> String {
-    problem.detail.clone().unwrap_or_else(|| problem.title.clone())
+    problem
+        .detail
+        .clone()
+        .unwrap_or_else(|| problem.title.clone())
 }
 
 /// Sends the call built by `make` until it gets an answer that is not a 5xx, at most

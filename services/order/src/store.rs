@@ -101,7 +101,12 @@ impl Store {
     }
 
     /// Claims `key` for a request with `fingerprint` that will create `order_id`.
-    pub async fn claim_key(&self, key: &str, fingerprint: &str, order_id: &str) -> Result<KeyClaim, sqlx::Error> {
+    pub async fn claim_key(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        order_id: &str,
+    ) -> Result<KeyClaim, sqlx::Error> {
         let claimed = sqlx::query(CLAIM_KEY.text)
             .bind(key)
             .bind(fingerprint)
@@ -126,13 +131,23 @@ impl Store {
         let status: Option<i64> = row.try_get("response_status")?;
         let body: Option<String> = row.try_get("response_body")?;
         Ok(match (status, body) {
-            (Some(status), Some(body)) => KeyClaim::Replay { status: status as u16, body },
-            _ => KeyClaim::InProgress { order_id: row.try_get("order_id")? },
+            (Some(status), Some(body)) => KeyClaim::Replay {
+                status: status as u16,
+                body,
+            },
+            _ => KeyClaim::InProgress {
+                order_id: row.try_get("order_id")?,
+            },
         })
     }
 
     /// Stores the answer given to the request that claimed `key`.
-    pub async fn save_response(&self, key: &str, status: u16, body: &str) -> Result<(), sqlx::Error> {
+    pub async fn save_response(
+        &self,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(SAVE_RESPONSE.text)
             .bind(i64::from(status))
             .bind(body)
@@ -176,7 +191,12 @@ impl Store {
     }
 
     /// Records the reservation: the order is `reserved`, its lines priced and its total set.
-    pub async fn set_reserved(&self, order_id: &str, items: &[PricedLine], total_cents: i64) -> Result<(), sqlx::Error> {
+    pub async fn set_reserved(
+        &self,
+        order_id: &str,
+        items: &[PricedLine],
+        total_cents: i64,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.db.pool.begin().await?;
         sqlx::query(SET_TOTAL.text)
             .bind(total_cents)
@@ -198,7 +218,12 @@ impl Store {
     }
 
     /// Moves the order to `status`, with a reason when it failed.
-    pub async fn set_status(&self, order_id: &str, status: OrderStatus, reason: Option<&str>) -> Result<(), sqlx::Error> {
+    pub async fn set_status(
+        &self,
+        order_id: &str,
+        status: OrderStatus,
+        reason: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(SET_STATUS.text)
             .bind(status.as_str())
             .bind(reason)
@@ -240,10 +265,13 @@ impl Store {
         Ok(Some(Order {
             order_id: row.try_get("order_id")?,
             customer_id: row.try_get("customer_id")?,
-            status: OrderStatus::parse(&status).ok_or_else(|| sqlx::Error::Decode(format!("order status {status}").into()))?,
+            status: OrderStatus::parse(&status)
+                .ok_or_else(|| sqlx::Error::Decode(format!("order status {status}").into()))?,
             total_cents: row.try_get("total_cents")?,
             items,
-            card: brand.zip(last4).map(|(brand, last4)| MaskedCard { brand, last4 }),
+            card: brand
+                .zip(last4)
+                .map(|(brand, last4)| MaskedCard { brand, last4 }),
             failure_reason: row.try_get("failure_reason")?,
             trace_id: row.try_get("trace_id")?,
         }))

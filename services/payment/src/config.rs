@@ -9,6 +9,10 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8082")]
     pub listen_addr: SocketAddr,
     /// `sqlite://…` or `postgres://…` (`DATABASE_URL`).
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://var/payments.db?mode=rwc")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://var/payments.db?mode=rwc"
+    )]
     pub database_url: String,
 }

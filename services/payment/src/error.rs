@@ -46,16 +46,19 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = match &self {
-            Self::Declined(payment) => Problem::new(StatusCode::PAYMENT_REQUIRED, "payment declined")
-                .with_type("/problems/payment-declined")
-                .with_detail(self.to_string())
-                .with("order_id", payment.order_id.as_str())
-                .with("payment_id", payment.payment_id.as_str())
-                .with("reason", payment.decline_reason.clone().unwrap_or_default()),
-            Self::Invalid(_) => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request").with_detail(self.to_string())
+            Self::Declined(payment) => {
+                Problem::new(StatusCode::PAYMENT_REQUIRED, "payment declined")
+                    .with_type("/problems/payment-declined")
+                    .with_detail(self.to_string())
+                    .with("order_id", payment.order_id.as_str())
+                    .with("payment_id", payment.payment_id.as_str())
+                    .with("reason", payment.decline_reason.clone().unwrap_or_default())
             }
-            Self::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "no payment").with_detail(self.to_string()),
+            Self::Invalid(_) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request")
+                .with_detail(self.to_string()),
+            Self::NotFound(_) => {
+                Problem::new(StatusCode::NOT_FOUND, "no payment").with_detail(self.to_string())
+            }
             Self::NotRefundable { .. } => {
                 Problem::new(StatusCode::CONFLICT, "not refundable").with_detail(self.to_string())
             }

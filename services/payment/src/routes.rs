@@ -33,19 +33,30 @@ async fn charge(
     Json(request): Json<ChargeRequest>,
 ) -> Result<(StatusCode, JsonResponse<Payment>), ApiError> {
     if request.order_id.is_empty() || request.amount_cents < 0 {
-        return Err(ApiError::Invalid("order_id must be set and amount_cents must not be negative".into()));
+        return Err(ApiError::Invalid(
+            "order_id must be set and amount_cents must not be negative".into(),
+        ));
     }
     let decline_reason = simulate(&request.card.card_number);
     let card = request.card.card_number.masked();
     // The card leaves memory here: nothing below can reach the number.
-    let ChargeRequest { order_id, amount_cents, card: _ } = request;
+    let ChargeRequest {
+        order_id,
+        amount_cents,
+        card: _,
+    } = request;
     let span = tracing::Span::current();
-    span.record("payment.card.brand", card.brand.as_str()).record("payment.card.last4", card.last4.as_str());
+    span.record("payment.card.brand", card.brand.as_str())
+        .record("payment.card.last4", card.last4.as_str());
 
     let attempt = Payment {
         payment_id: uuid::Uuid::now_v7().to_string(),
         order_id,
-        status: if decline_reason.is_some() { PaymentStatus::Declined } else { PaymentStatus::Captured },
+        status: if decline_reason.is_some() {
+            PaymentStatus::Declined
+        } else {
+            PaymentStatus::Captured
+        },
         amount_cents,
         card,
         decline_reason: decline_reason.map(str::to_owned),
@@ -82,12 +93,18 @@ fn simulate(card: &CardNumber) -> Option<&'static str> {
     }
 }
 
-async fn payment(State(state): State<AppState>, Path(order_id): Path<String>) -> Result<JsonResponse<Payment>, ApiError> {
+async fn payment(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<JsonResponse<Payment>, ApiError> {
     Ok(JsonResponse(state.store.get(&order_id).await?))
 }
 
 #[tracing::instrument(name = "payment.refund", skip_all, fields(order.id = %order_id))]
-async fn refund(State(state): State<AppState>, Path(order_id): Path<String>) -> Result<JsonResponse<Payment>, ApiError> {
+async fn refund(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<JsonResponse<Payment>, ApiError> {
     let (payment, refunded) = state.store.refund(&order_id).await?;
     if refunded {
         tracing::info!(

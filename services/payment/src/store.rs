@@ -88,7 +88,10 @@ impl Store {
             .rows_affected();
         let payment = self.get(order_id).await?;
         if payment.status == PaymentStatus::Declined {
-            return Err(ApiError::NotRefundable { order_id: order_id.to_owned(), status: "declined".into() });
+            return Err(ApiError::NotRefundable {
+                order_id: order_id.to_owned(),
+                status: "declined".into(),
+            });
         }
         Ok((payment, changed == 1))
     }
@@ -105,7 +108,10 @@ fn payment(row: &AnyRow) -> Result<Payment, sqlx::Error> {
             _ => PaymentStatus::Captured,
         },
         amount_cents: row.try_get("amount_cents")?,
-        card: MaskedCard { brand: row.try_get("card_brand")?, last4: row.try_get("card_last4")? },
+        card: MaskedCard {
+            brand: row.try_get("card_brand")?,
+            last4: row.try_get("card_last4")?,
+        },
         decline_reason: row.try_get("decline_reason")?,
     })
 }

@@ -30,7 +30,10 @@ impl ServiceClient {
             .timeout(CALL_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .build()?;
-        Ok(Self { http, base: reqwest::Url::parse(base_url)? })
+        Ok(Self {
+            http,
+            base: reqwest::Url::parse(base_url)?,
+        })
     }
 
     /// A GET of `path`, whose span is named after `route` (the path's template).
@@ -45,7 +48,10 @@ impl ServiceClient {
 
     fn call(&self, method: Method, route: &'static str, path: &str) -> Call {
         let url = self.base.join(path).unwrap_or_else(|_| self.base.clone());
-        Call { route, request: self.http.request(method, url) }
+        Call {
+            route,
+            request: self.http.request(method, url),
+        }
     }
 }
 

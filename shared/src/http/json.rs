@@ -29,7 +29,9 @@ where
 
 fn problem(rejection: JsonRejection) -> Problem {
     let (status, title) = match &rejection {
-        JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid request body"),
+        JsonRejection::JsonDataError(_) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid request body")
+        }
         JsonRejection::MissingJsonContentType(_) => {
             (StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected a JSON body")
         }

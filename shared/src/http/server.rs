@@ -27,7 +27,10 @@ pub fn traced<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> 
 
 async fn trace_request(request: Request, next: Next) -> Response {
     let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
     let name = match &route {
         Some(route) => format!("{method} {route}"),
         None => method.to_string(),
@@ -84,7 +87,12 @@ fn traceresponse(span: &tracing::Span) -> Option<HeaderValue> {
     if !sc.is_valid() {
         return None;
     }
-    let value = format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8());
+    let value = format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    );
     HeaderValue::from_str(&value).ok()
 }
 

@@ -59,12 +59,20 @@ pub struct ServiceIdentity {
 impl ServiceIdentity {
     /// The identity of service `name`, whose lines go to `event.dataset=ordertrail.<name>`.
     pub fn new(name: &str) -> Self {
-        let environment = std::env::var("OTEL_RESOURCE_ATTRIBUTES").ok().and_then(|attrs| {
-            attrs.split(',').find_map(|kv| {
-                kv.trim().strip_prefix("deployment.environment.name=").map(str::to_owned)
-            })
-        });
-        Self { name: name.to_owned(), dataset: format!("ordertrail.{name}"), environment }
+        let environment = std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+            .ok()
+            .and_then(|attrs| {
+                attrs.split(',').find_map(|kv| {
+                    kv.trim()
+                        .strip_prefix("deployment.environment.name=")
+                        .map(str::to_owned)
+                })
+            });
+        Self {
+            name: name.to_owned(),
+            dataset: format!("ordertrail.{name}"),
+            environment,
+        }
     }
 }
 
@@ -83,11 +91,18 @@ impl EcsLayer {
         Self { identity, sinks }
     }
 
-    fn line(&self, event_fields: Map<String, Value>, event: &Event<'_>, inherited: Map<String, Value>) -> Value {
+    fn line(
+        &self,
+        event_fields: Map<String, Value>,
+        event: &Event<'_>,
+        inherited: Map<String, Value>,
+    ) -> Value {
         let mut line = inherited;
         line.extend(event_fields);
         let metadata = event.metadata();
-        let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+        let now = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
         line.insert("@timestamp".into(), now.into());
         line.insert("log.level".into(), metadata.level().as_str().into());
         line.insert("log.logger".into(), metadata.target().into());
@@ -98,18 +113,24 @@ impl EcsLayer {
         if let Some(environment) = &self.identity.environment {
             line.insert("service.environment".into(), environment.clone().into());
         }
-        line.entry("event.dataset").or_insert_with(|| self.identity.dataset.clone().into());
-        line.entry("message").or_insert_with(|| Value::String(String::new()));
+        line.entry("event.dataset")
+            .or_insert_with(|| self.identity.dataset.clone().into());
+        line.entry("message")
+            .or_insert_with(|| Value::String(String::new()));
 
         let cx = Context::current();
         let span = cx.span();
         let span_context = span.span_context();
         if span_context.is_valid() {
-            line.insert("trace.id".into(), span_context.trace_id().to_string().into());
+            line.insert(
+                "trace.id".into(),
+                span_context.trace_id().to_string().into(),
+            );
             line.insert("span.id".into(), span_context.span_id().to_string().into());
         }
         if let Some(customer) = cx.baggage().get(crate::CUSTOMER_ID) {
-            line.entry(crate::CUSTOMER_ID).or_insert_with(|| customer.as_str().to_owned().into());
+            line.entry(crate::CUSTOMER_ID)
+                .or_insert_with(|| customer.as_str().to_owned().into());
         }
         Value::Object(line)
     }
@@ -148,7 +169,9 @@ where
         }
         let mut fields = Map::new();
         event.record(&mut JsonVisitor(&mut fields));
-        let Ok(line) = serde_json::to_vec(&self.line(fields, event, inherited)) else { return };
+        let Ok(line) = serde_json::to_vec(&self.line(fields, event, inherited)) else {
+            return;
+        };
         for sink in &self.sinks {
             sink.write_line(&line);
         }
@@ -192,7 +215,11 @@ impl Visit for JsonVisitor<'_> {
             message.push_str(&cause.to_string());
             source = cause.source();
         }
-        let key = if field.name() == "error" { "error.message" } else { field.name() };
+        let key = if field.name() == "error" {
+            "error.message"
+        } else {
+            field.name()
+        };
         self.0.insert(key.to_owned(), message.into());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {

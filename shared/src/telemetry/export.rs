@@ -24,7 +24,9 @@ pub struct BaggageSpanProcessor {
 impl BaggageSpanProcessor {
     /// A processor copying the baggage entries named in `keys`.
     pub fn new(keys: &[&'static str]) -> Self {
-        Self { keys: keys.to_vec() }
+        Self {
+            keys: keys.to_vec(),
+        }
     }
 }
 
@@ -90,7 +92,11 @@ impl ExportStats {
 
     pub(super) fn report_total(&self) {
         if self.dropped() > 0 {
-            eprintln!("telemetry: {} spans exported, {} dropped", self.exported(), self.dropped());
+            eprintln!(
+                "telemetry: {} spans exported, {} dropped",
+                self.exported(),
+                self.dropped()
+            );
         }
     }
 }

@@ -1,1 +1,358 @@
-//! Ships log lines to Logstash over TCP (json_lines), never blocking the caller.
+//! Ships log lines to Logstash over TCP (`tcp` input, `json_lines` codec), never blocking the
+//! caller.
+//!
+//! [`LogstashSink`] is a [`LineSink`]: it copies each line into a bounded queue with
+//! `try_reserve`, so a request thread never waits on the network and never allocates for a
+//! line that will not fit. When the queue is full, or the shipper has shut down, the line is
+//! dropped and counted. One background task owns the queue's receiving end and the TCP
+//! connection. It writes each line followed by `\n` through a `BufWriter`, flushing whenever
+//! the queue is momentarily empty so that a quiet service's lines are not held back.
+//!
+//! Every network wait is bounded. A refused, reset or timed-out connection (Logstash accepting
+//! but not reading fills the socket buffers, and only the write timeout notices) makes the
+//! task reconnect with full-jitter exponential backoff, capped at `max_backoff` and reset
+//! after each successful connect. While disconnected the task takes nothing from the queue, so
+//! up to `capacity` lines wait there for Logstash to come back and memory stays bounded by
+//! `capacity` lines.
+//!
+//! Delivery is at most once: lines written since the last successful flush, including the one
+//! being written when a connection fails, are lost and counted as dropped. Some of them may in
+//! fact have reached Logstash; a retry could duplicate them instead, and a duplicated log line
+//! is worse for an investigation than a counted gap.
+//!
+//! The task reports loss with one `warn` when drops start and one `info` when a line is shipped
+//! again. Those events go through the logging layer back into this very sink, which is safe
+//! because they are emitted by the task, never from inside [`LineSink::write_line`], and the
+//! sink only ever enqueues.
+//!
+//! Why hand-written: `tracing-logstash` (0.7) is only a formatter that writes through a
+//! `MakeWriter`, with no transport, queue or reconnect, and it would replace our ECS layer.
+//! `logstash-rs` (0.1) is coupled to the `log` crate and its own record type, and its buffered
+//! sender uses a `std::sync::mpsc::sync_channel` with a blocking `send`, so a slow Logstash
+//! would stall request threads. Neither offers a bounded, non-blocking queue with counted drops.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+use super::LineSink;
+
+/// Bytes the writer buffers before it must flush: large enough to batch a burst of lines into
+/// few system calls, small enough that one failed flush loses few lines.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Tuning for the shipper.
+#[derive(Debug, Clone)]
+pub struct ShipperConfig {
+    /// Lines the queue holds before new ones are dropped; default 10 000.
+    pub capacity: usize,
+    /// The first reconnect delay's upper bound; default 100 ms.
+    pub initial_backoff: Duration,
+    /// The largest reconnect delay's upper bound; default 10 s.
+    pub max_backoff: Duration,
+    /// How long one connection attempt, including name resolution, may take; default 5 s.
+    pub connect_timeout: Duration,
+    /// How long one write or flush may block before the connection is given up; default 5 s.
+    pub write_timeout: Duration,
+}
+
+impl Default for ShipperConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 10_000,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The counters shared by the sink, the task and the shipper.
+#[derive(Debug, Default)]
+struct Counters {
+    /// Lines the queue accepted.
+    accepted: AtomicU64,
+    /// Lines flushed to the socket.
+    sent: AtomicU64,
+    /// Lines refused by a full or closed queue.
+    refused: AtomicU64,
+    /// Accepted lines that were lost: failed connections and shutdown timeouts.
+    lost: AtomicU64,
+}
+
+/// Counters of shipped and dropped lines; clones share the same counters.
+#[derive(Debug, Clone, Default)]
+pub struct ShipperStats(Arc<Counters>);
+
+impl ShipperStats {
+    /// Lines flushed to Logstash's socket.
+    pub fn sent(&self) -> u64 {
+        self.0.sent.load(Relaxed)
+    }
+
+    /// Lines dropped: refused by a full or closed queue, or lost with a failed connection.
+    pub fn dropped(&self) -> u64 {
+        self.0.refused.load(Relaxed) + self.0.lost.load(Relaxed)
+    }
+}
+
+/// A cheap handle that queues lines for Logstash; clones share the queue.
+#[derive(Debug, Clone)]
+pub struct LogstashSink {
+    tx: mpsc::Sender<Vec<u8>>,
+    stats: ShipperStats,
+}
+
+impl LogstashSink {
+    /// Starts the background shipper to `addr` (`host:port`) on the current tokio runtime and
+    /// returns the sink to log into and the shipper to shut down with.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a tokio runtime, or if `config.capacity` is zero.
+    pub fn start(addr: String, config: ShipperConfig) -> (LogstashSink, LogstashShipper) {
+        let (tx, rx) = mpsc::channel(config.capacity);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let stats = ShipperStats::default();
+        let task = Task {
+            addr,
+            backoff: config.initial_backoff,
+            config,
+            rx,
+            stop: Some(stop_rx),
+            stats: stats.clone(),
+            losing: false,
+            dropped_at_recovery: 0,
+        };
+        let task = tokio::spawn(task.run());
+        let shipper = LogstashShipper { task, stop: Some(stop_tx), stats: stats.clone() };
+        (LogstashSink { tx, stats }, shipper)
+    }
+}
+
+impl LineSink for LogstashSink {
+    fn write_line(&self, line: &[u8]) {
+        // Reserving first means a full queue costs no allocation.
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                permit.send(line.to_vec());
+                self.stats.0.accepted.fetch_add(1, Relaxed);
+            }
+            Err(_) => {
+                self.stats.0.refused.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// Owns the background task. Dropping it without [`LogstashShipper::shutdown`] leaves the task
+/// shipping until every sink is dropped or the runtime stops.
+#[derive(Debug)]
+pub struct LogstashShipper {
+    task: JoinHandle<()>,
+    stop: Option<oneshot::Sender<()>>,
+    stats: ShipperStats,
+}
+
+impl LogstashShipper {
+    /// The shipper's counters.
+    pub fn stats(&self) -> ShipperStats {
+        self.stats.clone()
+    }
+
+    /// Sends what is queued, waiting at most `timeout`, then stops the task. Never hangs.
+    ///
+    /// Lines written to a sink after this is called are dropped. Lines still queued when the
+    /// timeout expires are counted as dropped.
+    pub async fn shutdown(mut self, timeout: Duration) {
+        if let Some(stop) = self.stop.take() {
+            // The task may have ended already, when every sink was dropped; nothing to stop then.
+            let _ = stop.send(());
+        }
+        if tokio::time::timeout(timeout, &mut self.task).await.is_err() {
+            self.task.abort();
+            // An aborted task stops at its next await, so this returns promptly.
+            let _ = (&mut self.task).await;
+        }
+        // Now the task is gone, every accepted line not sent or already counted was abandoned.
+        let c = &self.stats.0;
+        let settled = c.sent.load(Relaxed) + c.lost.load(Relaxed);
+        c.lost.fetch_add(c.accepted.load(Relaxed).saturating_sub(settled), Relaxed);
+    }
+}
+
+/// How a connection ended.
+enum Ended {
+    /// The queue is closed and everything in it was handled.
+    Drained,
+    /// The connection failed; the lines it was carrying were counted as lost.
+    Failed,
+}
+
+/// The background task's state.
+struct Task {
+    addr: String,
+    config: ShipperConfig,
+    backoff: Duration,
+    rx: mpsc::Receiver<Vec<u8>>,
+    /// `None` once shutdown was requested or the shipper was dropped.
+    stop: Option<oneshot::Receiver<()>>,
+    stats: ShipperStats,
+    /// Whether loss was reported and recovery was not yet.
+    losing: bool,
+    dropped_at_recovery: u64,
+}
+
+impl Task {
+    async fn run(mut self) {
+        loop {
+            self.report_loss();
+            if self.stop.is_none() && self.rx.is_empty() {
+                return;
+            }
+            let connect = timeout(self.config.connect_timeout, TcpStream::connect(self.addr.as_str()));
+            let Some(connected) = self.unless_stopped_and_empty(connect).await else { return };
+            if let Ok(Ok(stream)) = connected {
+                // Nagle would only delay lines we already batch ourselves.
+                let _ = stream.set_nodelay(true);
+                self.backoff = self.config.initial_backoff;
+                if let Ended::Drained = self.ship(stream).await {
+                    return;
+                }
+                self.report_loss();
+            }
+            // Full jitter keeps a fleet of services from reconnecting in lockstep.
+            let pause = rand::rng().random_range(Duration::ZERO..=self.backoff);
+            self.backoff = (self.backoff * 2).min(self.config.max_backoff);
+            if self.unless_stopped_and_empty(tokio::time::sleep(pause)).await.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Runs `fut`, closing the queue if shutdown is requested meanwhile. Returns `None` when the
+    /// queue is closed and empty, since there is then nothing left to connect for.
+    async fn unless_stopped_and_empty<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                out = &mut fut => return Some(out),
+                () = stop_requested(&mut self.stop) => {
+                    self.rx.close();
+                    if self.rx.is_empty() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ships queued lines over `stream` until the queue is drained or the connection fails.
+    async fn ship(&mut self, stream: TcpStream) -> Ended {
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, stream);
+        let mut pending = 0;
+        loop {
+            let line = match self.rx.try_recv() {
+                Ok(line) => line,
+                Err(TryRecvError::Disconnected) => {
+                    return match self.flush(&mut out, &mut pending).await {
+                        true => Ended::Drained,
+                        false => Ended::Failed,
+                    };
+                }
+                Err(TryRecvError::Empty) => {
+                    if !self.flush(&mut out, &mut pending).await {
+                        return Ended::Failed;
+                    }
+                    tokio::select! {
+                        line = self.rx.recv() => match line {
+                            Some(line) => line,
+                            None => return Ended::Drained,
+                        },
+                        () = stop_requested(&mut self.stop) => {
+                            self.rx.close();
+                            continue;
+                        }
+                        // Logstash never writes to us, so readable means closed: reconnect now
+                        // instead of losing the next line to a dead socket.
+                        () = closed_by_peer(out.get_mut()) => return Ended::Failed,
+                    }
+                }
+            };
+            // Flushing before the buffer would overflow keeps `pending` exactly the lines that
+            // a failure now would lose.
+            if out.buffer().len() + line.len() + 1 > out.capacity()
+                && !self.flush(&mut out, &mut pending).await
+            {
+                self.stats.0.lost.fetch_add(1, Relaxed);
+                return Ended::Failed;
+            }
+            pending += 1;
+            let write = async {
+                out.write_all(&line).await?;
+                out.write_all(b"\n").await
+            };
+            if !matches!(timeout(self.config.write_timeout, write).await, Ok(Ok(()))) {
+                self.stats.0.lost.fetch_add(pending, Relaxed);
+                return Ended::Failed;
+            }
+        }
+    }
+
+    /// Flushes, then counts the `pending` lines as sent or, on failure, as lost.
+    async fn flush(&mut self, out: &mut BufWriter<TcpStream>, pending: &mut u64) -> bool {
+        if *pending == 0 {
+            return true;
+        }
+        let flushed = matches!(timeout(self.config.write_timeout, out.flush()).await, Ok(Ok(())));
+        let counter = if flushed { &self.stats.0.sent } else { &self.stats.0.lost };
+        counter.fetch_add(std::mem::take(pending), Relaxed);
+        if flushed && self.losing {
+            self.losing = false;
+            self.dropped_at_recovery = self.stats.dropped();
+            tracing::info!(
+                telemetry.dropped = self.dropped_at_recovery,
+                "log shipping to logstash recovered"
+            );
+        }
+        flushed
+    }
+
+    /// Warns once when lines start being dropped after a period without drops.
+    fn report_loss(&mut self) {
+        let total_dropped = self.stats.dropped();
+        if !self.losing && total_dropped > self.dropped_at_recovery {
+            self.losing = true;
+            tracing::warn!(
+                telemetry.dropped = total_dropped,
+                "log shipping to logstash failing; lines are dropped"
+            );
+        }
+    }
+}
+
+/// Resolves once when shutdown is requested, then never again. A dropped shipper is not a
+/// request: the task then keeps shipping for the sinks that remain.
+async fn stop_requested(stop: &mut Option<oneshot::Receiver<()>>) {
+    let Some(rx) = stop else { return std::future::pending().await };
+    let requested = rx.await.is_ok();
+    *stop = None;
+    if !requested {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Resolves when the peer closes or resets the connection.
+async fn closed_by_peer(stream: &mut TcpStream) {
+    let mut scratch = [0u8; 512];
+    while let Ok(1..) = stream.read(&mut scratch).await {}
+}

@@ -49,7 +49,9 @@ impl std::str::FromStr for LogFormat {
         match s.to_ascii_lowercase().as_str() {
             "json" => Ok(Self::Json),
             "pretty" => Ok(Self::Pretty),
-            other => Err(format!("unknown LOG_FORMAT {other:?}: expected json or pretty")),
+            other => Err(format!(
+                "unknown LOG_FORMAT {other:?}: expected json or pretty"
+            )),
         }
     }
 }
@@ -83,7 +85,8 @@ impl TelemetryConfig {
             .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
             .unwrap_or_else(|| "http://localhost:4317".to_owned());
         Ok(Self {
-            service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| default_service_name.to_owned()),
+            service_name: var("OTEL_SERVICE_NAME")
+                .unwrap_or_else(|| default_service_name.to_owned()),
             otlp_endpoint: (!disabled).then_some(endpoint),
             log_format: var("LOG_FORMAT")
                 .map(|v| v.parse())
@@ -111,7 +114,9 @@ impl TelemetryGuard {
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
-        let Some(provider) = self.provider.take() else { return };
+        let Some(provider) = self.provider.take() else {
+            return;
+        };
         let shutdown = move || {
             if let Err(err) = provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT) {
                 eprintln!("telemetry shutdown: {err}");
@@ -154,13 +159,18 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     let env_filter = EnvFilter::try_new(&config.log_filter)?;
     let identity = ServiceIdentity::new(&config.service_name);
     let log_layer = match config.log_format {
-        LogFormat::Json => EcsLayer::new(identity, vec![Box::new(Stdout)]).with_filter(env_filter).boxed(),
+        LogFormat::Json => EcsLayer::new(identity, vec![Box::new(Stdout)])
+            .with_filter(env_filter)
+            .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_filter(env_filter)
             .boxed(),
     };
-    Registry::default().with(otel_layer).with(log_layer).try_init()?;
+    Registry::default()
+        .with(otel_layer)
+        .with(log_layer)
+        .try_init()?;
     Ok(TelemetryGuard { provider, stats })
 }
 
@@ -176,8 +186,14 @@ fn span_filter() -> Targets {
         .with_target("reqwest", tracing::level_filters::LevelFilter::OFF)
         .with_target("sqlx", tracing::level_filters::LevelFilter::OFF)
         .with_target("opentelemetry", tracing::level_filters::LevelFilter::OFF)
-        .with_target("opentelemetry_sdk", tracing::level_filters::LevelFilter::OFF)
-        .with_target("opentelemetry_otlp", tracing::level_filters::LevelFilter::OFF)
+        .with_target(
+            "opentelemetry_sdk",
+            tracing::level_filters::LevelFilter::OFF,
+        )
+        .with_target(
+            "opentelemetry_otlp",
+            tracing::level_filters::LevelFilter::OFF,
+        )
 }
 
 fn tracer_provider(
@@ -218,7 +234,9 @@ pub fn current_trace_id() -> Option<String> {
     let cx = Context::current();
     let span = cx.span();
     let span_context = span.span_context();
-    span_context.is_valid().then(|| span_context.trace_id().to_string())
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
 }
 
 /// Marks `span` failed: status Error, `error.type`, and an `exception` event carrying the
@@ -235,6 +253,9 @@ pub fn record_error(span: &tracing::Span, error_type: &str, error: &dyn std::err
     span.set_attribute("error.type", error_type.to_owned());
     span.add_event(
         "exception",
-        vec![KeyValue::new("exception.type", error_type.to_owned()), KeyValue::new("exception.message", message)],
+        vec![
+            KeyValue::new("exception.type", error_type.to_owned()),
+            KeyValue::new("exception.message", message),
+        ],
     );
 }

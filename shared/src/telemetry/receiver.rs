@@ -88,7 +88,9 @@ pub fn flatten(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
 }
 
 fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
-    kvs.iter().map(|kv| (kv.key.clone(), render(kv.value.as_ref()))).collect()
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), render(kv.value.as_ref())))
+        .collect()
 }
 
 fn render(value: Option<&AnyValue>) -> String {
@@ -132,7 +134,9 @@ impl TraceService for Collector {
             // A receiver nobody reads any more just discards.
             let _ = self.spans.send(span);
         }
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -156,7 +160,10 @@ pub async fn start(addr: SocketAddr) -> std::io::Result<Receiver> {
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await;
         if let Err(err) = served {
-            tracing::error!(error = &err as &dyn std::error::Error, "otlp receiver stopped");
+            tracing::error!(
+                error = &err as &dyn std::error::Error,
+                "otlp receiver stopped"
+            );
         }
     });
     Ok(Receiver { addr, spans })
