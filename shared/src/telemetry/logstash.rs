@@ -131,7 +131,7 @@ impl LogstashSink {
             stop: Some(stop_rx),
             stats: stats.clone(),
             losing: false,
-            dropped_at_recovery: 0,
+            seen_dropped: 0,
         };
         let task = tokio::spawn(task.run());
         let shipper = LogstashShipper { task, stop: Some(stop_tx), stats: stats.clone() };
@@ -209,18 +209,22 @@ struct Task {
     stats: ShipperStats,
     /// Whether loss was reported and recovery was not yet.
     losing: bool,
-    dropped_at_recovery: u64,
+    /// The dropped count when the task last looked.
+    seen_dropped: u64,
 }
 
 impl Task {
     async fn run(mut self) {
         loop {
-            self.report_loss();
-            if self.stop.is_none() && self.rx.is_empty() {
+            self.observe_loss(false);
+            // Closed by shutdown or by the last sink's drop, and empty: nothing left to ship.
+            if self.rx.is_closed() && self.rx.is_empty() {
                 return;
             }
             let connect = timeout(self.config.connect_timeout, TcpStream::connect(self.addr.as_str()));
-            let Some(connected) = self.unless_stopped_and_empty(connect).await else { return };
+            let Some(connected) = unless_drained(&mut self.rx, &mut self.stop, connect).await else {
+                return;
+            };
             if let Ok(Ok(stream)) = connected {
                 // Nagle would only delay lines we already batch ourselves.
                 let _ = stream.set_nodelay(true);
@@ -228,30 +232,14 @@ impl Task {
                 if let Ended::Drained = self.ship(stream).await {
                     return;
                 }
-                self.report_loss();
             }
-            // Full jitter keeps a fleet of services from reconnecting in lockstep.
+            // Full jitter keeps a fleet of services from reconnecting in lockstep. A connection
+            // that failed also pauses, so a Logstash that accepts and resets is not hammered.
             let pause = rand::rng().random_range(Duration::ZERO..=self.backoff);
             self.backoff = (self.backoff * 2).min(self.config.max_backoff);
-            if self.unless_stopped_and_empty(tokio::time::sleep(pause)).await.is_none() {
+            let sleep = tokio::time::sleep(pause);
+            if unless_drained(&mut self.rx, &mut self.stop, sleep).await.is_none() {
                 return;
-            }
-        }
-    }
-
-    /// Runs `fut`, closing the queue if shutdown is requested meanwhile. Returns `None` when the
-    /// queue is closed and empty, since there is then nothing left to connect for.
-    async fn unless_stopped_and_empty<F: Future>(&mut self, fut: F) -> Option<F::Output> {
-        tokio::pin!(fut);
-        loop {
-            tokio::select! {
-                out = &mut fut => return Some(out),
-                () = stop_requested(&mut self.stop) => {
-                    self.rx.close();
-                    if self.rx.is_empty() {
-                        return None;
-                    }
-                }
             }
         }
     }
@@ -316,26 +304,50 @@ impl Task {
         let flushed = matches!(timeout(self.config.write_timeout, out.flush()).await, Ok(Ok(())));
         let counter = if flushed { &self.stats.0.sent } else { &self.stats.0.lost };
         counter.fetch_add(std::mem::take(pending), Relaxed);
-        if flushed && self.losing {
-            self.losing = false;
-            self.dropped_at_recovery = self.stats.dropped();
-            tracing::info!(
-                telemetry.dropped = self.dropped_at_recovery,
-                "log shipping to logstash recovered"
-            );
-        }
+        self.observe_loss(flushed);
         flushed
     }
 
-    /// Warns once when lines start being dropped after a period without drops.
-    fn report_loss(&mut self) {
+    /// Warns once when lines start being dropped, and says once when lines are `shipped` with
+    /// no drop since the last look. Recovery waits for a drop-free interval so that a sustained
+    /// overload, which ships and drops at once, does not log a warning and a recovery per flush.
+    fn observe_loss(&mut self, shipped: bool) {
         let total_dropped = self.stats.dropped();
-        if !self.losing && total_dropped > self.dropped_at_recovery {
-            self.losing = true;
-            tracing::warn!(
-                telemetry.dropped = total_dropped,
-                "log shipping to logstash failing; lines are dropped"
-            );
+        if total_dropped > self.seen_dropped {
+            if !self.losing {
+                self.losing = true;
+                tracing::warn!(
+                    telemetry.dropped = total_dropped,
+                    "log shipping to logstash failing; lines are dropped"
+                );
+            }
+            // Read again, after the warning: when the queue is full the warning itself is
+            // dropped, and that drop must not hold back the recovery.
+            self.seen_dropped = self.stats.dropped();
+        } else if shipped && self.losing {
+            self.losing = false;
+            tracing::info!(telemetry.dropped = total_dropped, "log shipping to logstash recovered");
+        }
+    }
+}
+
+/// Runs `fut`, closing the queue if shutdown is requested meanwhile. Returns `None` when the
+/// queue is closed and empty, since there is then nothing left to connect or wait for.
+async fn unless_drained<F: Future>(
+    rx: &mut mpsc::Receiver<Vec<u8>>,
+    stop: &mut Option<oneshot::Receiver<()>>,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            () = stop_requested(stop) => {
+                rx.close();
+                if rx.is_empty() {
+                    return None;
+                }
+            }
         }
     }
 }
