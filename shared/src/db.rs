@@ -2,7 +2,7 @@
 //! client spans every query runs in.
 //!
 //! sqlx emits no OpenTelemetry spans, so each query is declared once as a [`Sql`] constant
-//! naming its operation and table, and run inside [`Database::span`].
+//! naming its operation and table, and run under [`Database::span`] with [`Traced::traced`].
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use tracing::Span;
+use tracing::{Instrument, Span};
 
 /// A statement with the names its client span needs. The text holds placeholders only, never
 /// values, so it is safe to record as `db.query.text`.
@@ -129,6 +129,29 @@ fn create_sqlite_parent_dir(url: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Runs a query future as the client span given, without making that span current inside it.
+pub trait Traced: Future + Sized {
+    /// Awaits `self`, then ends `span`.
+    ///
+    /// sqlx's SQLite worker thread keeps the current span of a connection's last statement
+    /// until that connection's next command. Were the query span current, it (and through it
+    /// the request's spans) would stay open, and unexported, for as long as the connection
+    /// idles. The span still gets its parent from where it was made and its times from its
+    /// creation and this drop.
+    fn traced(self, span: Span) -> impl Future<Output = Self::Output> + Send
+    where
+        Self: Send,
+    {
+        async move {
+            let output = self.instrument(Span::none()).await;
+            drop(span);
+            output
+        }
+    }
+}
+
+impl<F: Future> Traced for F {}
 
 /// Now, as the RFC 3339 UTC text every table stores its timestamps in (portable across SQLite
 /// and PostgreSQL, and sortable).

@@ -49,3 +49,6 @@ pub async fn run(
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,9 +1,8 @@
 //! The inventory database: products, stock and reservations.
 
 use ordertrail_shared::api::{OrderLine, PricedLine, Product, Reservation, ReservationStatus};
-use ordertrail_shared::db::{Database, Sql, now};
+use ordertrail_shared::db::{Database, Sql, Traced, now};
 use sqlx::{Any, Row, Transaction};
-use tracing::Instrument;
 
 use crate::error::ApiError;
 
@@ -79,7 +78,7 @@ impl Store {
     pub async fn products(&self) -> Result<Vec<Product>, ApiError> {
         let rows = sqlx::query(LIST_PRODUCTS.text)
             .fetch_all(&self.db.pool)
-            .instrument(self.db.span(&LIST_PRODUCTS))
+            .traced(self.db.span(&LIST_PRODUCTS))
             .await?;
         rows.iter()
             .map(|row| {
@@ -100,18 +99,18 @@ impl Store {
         order_id: &str,
         lines: &[OrderLine],
     ) -> Result<(Reservation, bool), ApiError> {
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.pool.begin().traced(tracing::Span::none()).await?;
         // Writing first takes SQLite's write lock at once, so concurrent reservations queue
         // instead of failing on a lock upgrade; the conflict also makes the call idempotent.
         let claimed = sqlx::query(CLAIM_RESERVATION.text)
             .bind(order_id)
             .bind(now())
             .execute(&mut *tx)
-            .instrument(self.db.span(&CLAIM_RESERVATION))
+            .traced(self.db.span(&CLAIM_RESERVATION))
             .await?
             .rows_affected();
         if claimed == 0 {
-            tx.rollback().await?;
+            tx.rollback().traced(tracing::Span::none()).await?;
             let existing = self.reservation(order_id).await?;
             return Ok((existing, false));
         }
@@ -124,9 +123,9 @@ impl Store {
             .bind(total_cents)
             .bind(order_id)
             .execute(&mut *tx)
-            .instrument(self.db.span(&SET_TOTAL))
+            .traced(self.db.span(&SET_TOTAL))
             .await?;
-        tx.commit().await?;
+        tx.commit().traced(tracing::Span::none()).await?;
         Ok((
             Reservation {
                 order_id: order_id.to_owned(),
@@ -147,7 +146,7 @@ impl Store {
         let row = sqlx::query(PRICE_OF.text)
             .bind(&line.sku)
             .fetch_optional(&mut **tx)
-            .instrument(self.db.span(&PRICE_OF))
+            .traced(self.db.span(&PRICE_OF))
             .await?
             .ok_or_else(|| ApiError::UnknownProduct(line.sku.clone()))?;
         let unit_price_cents: i64 = row.try_get("price_cents")?;
@@ -156,7 +155,7 @@ impl Store {
             .bind(line.quantity)
             .bind(&line.sku)
             .execute(&mut **tx)
-            .instrument(self.db.span(&TAKE_STOCK))
+            .traced(self.db.span(&TAKE_STOCK))
             .await?
             .rows_affected();
         if taken == 0 {
@@ -172,7 +171,7 @@ impl Store {
             .bind(line.quantity)
             .bind(unit_price_cents)
             .execute(&mut **tx)
-            .instrument(self.db.span(&INSERT_ITEM))
+            .traced(self.db.span(&INSERT_ITEM))
             .await?;
         Ok(PricedLine {
             sku: line.sku.clone(),
@@ -186,14 +185,14 @@ impl Store {
         let row = sqlx::query(GET_RESERVATION.text)
             .bind(order_id)
             .fetch_optional(&self.db.pool)
-            .instrument(self.db.span(&GET_RESERVATION))
+            .traced(self.db.span(&GET_RESERVATION))
             .await?
             .ok_or_else(|| ApiError::NoReservation(order_id.to_owned()))?;
         let status: String = row.try_get("status")?;
         let items = sqlx::query(GET_ITEMS.text)
             .bind(order_id)
             .fetch_all(&self.db.pool)
-            .instrument(self.db.span(&GET_ITEMS))
+            .traced(self.db.span(&GET_ITEMS))
             .await?
             .iter()
             .map(|row| {
@@ -225,22 +224,22 @@ impl Store {
     }
 
     async fn finish(&self, order_id: &str, to: ReservationStatus) -> Result<Reservation, ApiError> {
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.pool.begin().traced(tracing::Span::none()).await?;
         let changed = sqlx::query(SET_STATUS.text)
             .bind(status_name(to))
             .bind(order_id)
             .execute(&mut *tx)
-            .instrument(self.db.span(&SET_STATUS))
+            .traced(self.db.span(&SET_STATUS))
             .await?
             .rows_affected();
         if changed == 1 && to == ReservationStatus::Released {
             sqlx::query(RETURN_STOCK.text)
                 .bind(order_id)
                 .execute(&mut *tx)
-                .instrument(self.db.span(&RETURN_STOCK))
+                .traced(self.db.span(&RETURN_STOCK))
                 .await?;
         }
-        tx.commit().await?;
+        tx.commit().traced(tracing::Span::none()).await?;
         let reservation = self.reservation(order_id).await?;
         if reservation.status != to {
             return Err(ApiError::Conflict {

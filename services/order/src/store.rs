@@ -2,9 +2,8 @@
 
 use ordertrail_shared::api::{Order, OrderLine, OrderStatus, PricedLine};
 use ordertrail_shared::card::MaskedCard;
-use ordertrail_shared::db::{Database, Sql, now};
+use ordertrail_shared::db::{Database, Sql, Traced, now};
 use sqlx::Row;
-use tracing::Instrument;
 
 const INSERT_ORDER: Sql = Sql {
     operation: "INSERT",
@@ -113,7 +112,7 @@ impl Store {
             .bind(order_id)
             .bind(now())
             .execute(&self.db.pool)
-            .instrument(self.db.span(&CLAIM_KEY))
+            .traced(self.db.span(&CLAIM_KEY))
             .await?
             .rows_affected();
         if claimed == 1 {
@@ -122,7 +121,7 @@ impl Store {
         let row = sqlx::query(GET_KEY.text)
             .bind(key)
             .fetch_one(&self.db.pool)
-            .instrument(self.db.span(&GET_KEY))
+            .traced(self.db.span(&GET_KEY))
             .await?;
         let stored: String = row.try_get("fingerprint")?;
         if stored != fingerprint {
@@ -153,7 +152,7 @@ impl Store {
             .bind(body)
             .bind(key)
             .execute(&self.db.pool)
-            .instrument(self.db.span(&SAVE_RESPONSE))
+            .traced(self.db.span(&SAVE_RESPONSE))
             .await?;
         Ok(())
     }
@@ -167,7 +166,7 @@ impl Store {
         card: &MaskedCard,
         trace_id: Option<&str>,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.pool.begin().traced(tracing::Span::none()).await?;
         sqlx::query(INSERT_ORDER.text)
             .bind(order_id)
             .bind(customer_id)
@@ -176,7 +175,7 @@ impl Store {
             .bind(trace_id)
             .bind(now())
             .execute(&mut *tx)
-            .instrument(self.db.span(&INSERT_ORDER))
+            .traced(self.db.span(&INSERT_ORDER))
             .await?;
         for line in lines {
             sqlx::query(INSERT_ITEM.text)
@@ -184,10 +183,10 @@ impl Store {
                 .bind(&line.sku)
                 .bind(line.quantity)
                 .execute(&mut *tx)
-                .instrument(self.db.span(&INSERT_ITEM))
+                .traced(self.db.span(&INSERT_ITEM))
                 .await?;
         }
-        tx.commit().await
+        tx.commit().traced(tracing::Span::none()).await
     }
 
     /// Records the reservation: the order is `reserved`, its lines priced and its total set.
@@ -197,13 +196,13 @@ impl Store {
         items: &[PricedLine],
         total_cents: i64,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.pool.begin().traced(tracing::Span::none()).await?;
         sqlx::query(SET_TOTAL.text)
             .bind(total_cents)
             .bind(now())
             .bind(order_id)
             .execute(&mut *tx)
-            .instrument(self.db.span(&SET_TOTAL))
+            .traced(self.db.span(&SET_TOTAL))
             .await?;
         for item in items {
             sqlx::query(SET_PRICE.text)
@@ -211,10 +210,10 @@ impl Store {
                 .bind(order_id)
                 .bind(&item.sku)
                 .execute(&mut *tx)
-                .instrument(self.db.span(&SET_PRICE))
+                .traced(self.db.span(&SET_PRICE))
                 .await?;
         }
-        tx.commit().await
+        tx.commit().traced(tracing::Span::none()).await
     }
 
     /// Moves the order to `status`, with a reason when it failed.
@@ -230,7 +229,7 @@ impl Store {
             .bind(now())
             .bind(order_id)
             .execute(&self.db.pool)
-            .instrument(self.db.span(&SET_STATUS))
+            .traced(self.db.span(&SET_STATUS))
             .await?;
         Ok(())
     }
@@ -240,7 +239,7 @@ impl Store {
         let Some(row) = sqlx::query(GET_ORDER.text)
             .bind(order_id)
             .fetch_optional(&self.db.pool)
-            .instrument(self.db.span(&GET_ORDER))
+            .traced(self.db.span(&GET_ORDER))
             .await?
         else {
             return Ok(None);
@@ -248,7 +247,7 @@ impl Store {
         let items = sqlx::query(GET_ITEMS.text)
             .bind(order_id)
             .fetch_all(&self.db.pool)
-            .instrument(self.db.span(&GET_ITEMS))
+            .traced(self.db.span(&GET_ITEMS))
             .await?
             .iter()
             .map(|item| {
@@ -281,7 +280,7 @@ impl Store {
     pub async fn open_orders(&self) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query(OPEN_ORDERS.text)
             .fetch_all(&self.db.pool)
-            .instrument(self.db.span(&OPEN_ORDERS))
+            .traced(self.db.span(&OPEN_ORDERS))
             .await?
             .iter()
             .map(|row| row.try_get("order_id"))

@@ -52,3 +52,6 @@ pub async fn run(
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

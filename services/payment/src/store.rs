@@ -3,10 +3,9 @@
 
 use ordertrail_shared::api::{Payment, PaymentStatus};
 use ordertrail_shared::card::MaskedCard;
-use ordertrail_shared::db::{Database, Sql, now};
+use ordertrail_shared::db::{Database, Sql, Traced, now};
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use tracing::Instrument;
 
 use crate::error::ApiError;
 
@@ -57,7 +56,7 @@ impl Store {
             .bind(payment.decline_reason.as_deref())
             .bind(now())
             .execute(&self.db.pool)
-            .instrument(self.db.span(&INSERT_PAYMENT))
+            .traced(self.db.span(&INSERT_PAYMENT))
             .await?
             .rows_affected();
         if inserted == 1 {
@@ -71,7 +70,7 @@ impl Store {
         let row = sqlx::query(GET_PAYMENT.text)
             .bind(order_id)
             .fetch_optional(&self.db.pool)
-            .instrument(self.db.span(&GET_PAYMENT))
+            .traced(self.db.span(&GET_PAYMENT))
             .await?
             .ok_or_else(|| ApiError::NotFound(order_id.to_owned()))?;
         Ok(payment(&row)?)
@@ -83,7 +82,7 @@ impl Store {
             .bind(now())
             .bind(order_id)
             .execute(&self.db.pool)
-            .instrument(self.db.span(&REFUND))
+            .traced(self.db.span(&REFUND))
             .await?
             .rows_affected();
         let payment = self.get(order_id).await?;

@@ -20,8 +20,8 @@
 //! fact have reached Logstash; a retry could duplicate them instead, and a duplicated log line
 //! is worse for an investigation than a counted gap.
 //!
-//! The task reports loss with one `warn` when drops start and one `info` when a line is shipped
-//! again. Those events go through the logging layer back into this very sink, which is safe
+//! The task reports loss with one `warn` when drops start and one `info` when lines ship again
+//! with no new drops. Those events go through the logging layer back into this very sink, which is safe
 //! because they are emitted by the task, never from inside [`LineSink::write_line`], and the
 //! sink only ever enqueues.
 //!
@@ -134,7 +134,11 @@ impl LogstashSink {
             seen_dropped: 0,
         };
         let task = tokio::spawn(task.run());
-        let shipper = LogstashShipper { task, stop: Some(stop_tx), stats: stats.clone() };
+        let shipper = LogstashShipper {
+            task,
+            stop: Some(stop_tx),
+            stats: stats.clone(),
+        };
         (LogstashSink { tx, stats }, shipper)
     }
 }
@@ -186,7 +190,8 @@ impl LogstashShipper {
         // Now the task is gone, every accepted line not sent or already counted was abandoned.
         let c = &self.stats.0;
         let settled = c.sent.load(Relaxed) + c.lost.load(Relaxed);
-        c.lost.fetch_add(c.accepted.load(Relaxed).saturating_sub(settled), Relaxed);
+        c.lost
+            .fetch_add(c.accepted.load(Relaxed).saturating_sub(settled), Relaxed);
     }
 }
 
@@ -221,8 +226,12 @@ impl Task {
             if self.rx.is_closed() && self.rx.is_empty() {
                 return;
             }
-            let connect = timeout(self.config.connect_timeout, TcpStream::connect(self.addr.as_str()));
-            let Some(connected) = unless_drained(&mut self.rx, &mut self.stop, connect).await else {
+            let connect = timeout(
+                self.config.connect_timeout,
+                TcpStream::connect(self.addr.as_str()),
+            );
+            let Some(connected) = unless_drained(&mut self.rx, &mut self.stop, connect).await
+            else {
                 return;
             };
             if let Ok(Ok(stream)) = connected {
@@ -238,7 +247,10 @@ impl Task {
             let pause = rand::rng().random_range(Duration::ZERO..=self.backoff);
             self.backoff = (self.backoff * 2).min(self.config.max_backoff);
             let sleep = tokio::time::sleep(pause);
-            if unless_drained(&mut self.rx, &mut self.stop, sleep).await.is_none() {
+            if unless_drained(&mut self.rx, &mut self.stop, sleep)
+                .await
+                .is_none()
+            {
                 return;
             }
         }
@@ -278,7 +290,7 @@ impl Task {
             };
             // Flushing before the buffer would overflow keeps `pending` exactly the lines that
             // a failure now would lose.
-            if out.buffer().len() + line.len() + 1 > out.capacity()
+            if out.buffer().len() + line.len() + 1 > WRITE_BUFFER
                 && !self.flush(&mut out, &mut pending).await
             {
                 self.stats.0.lost.fetch_add(1, Relaxed);
@@ -301,8 +313,15 @@ impl Task {
         if *pending == 0 {
             return true;
         }
-        let flushed = matches!(timeout(self.config.write_timeout, out.flush()).await, Ok(Ok(())));
-        let counter = if flushed { &self.stats.0.sent } else { &self.stats.0.lost };
+        let flushed = matches!(
+            timeout(self.config.write_timeout, out.flush()).await,
+            Ok(Ok(()))
+        );
+        let counter = if flushed {
+            &self.stats.0.sent
+        } else {
+            &self.stats.0.lost
+        };
         counter.fetch_add(std::mem::take(pending), Relaxed);
         self.observe_loss(flushed);
         flushed
@@ -326,7 +345,10 @@ impl Task {
             self.seen_dropped = self.stats.dropped();
         } else if shipped && self.losing {
             self.losing = false;
-            tracing::info!(telemetry.dropped = total_dropped, "log shipping to logstash recovered");
+            tracing::info!(
+                telemetry.dropped = total_dropped,
+                "log shipping to logstash recovered"
+            );
         }
     }
 }
@@ -355,7 +377,9 @@ async fn unless_drained<F: Future>(
 /// Resolves once when shutdown is requested, then never again. A dropped shipper is not a
 /// request: the task then keeps shipping for the sinks that remain.
 async fn stop_requested(stop: &mut Option<oneshot::Receiver<()>>) {
-    let Some(rx) = stop else { return std::future::pending().await };
+    let Some(rx) = stop else {
+        return std::future::pending().await;
+    };
     let requested = rx.await.is_ok();
     *stop = None;
     if !requested {
@@ -367,4 +391,286 @@ async fn stop_requested(stop: &mut Option<oneshot::Receiver<()>>) {
 async fn closed_by_peer(stream: &mut TcpStream) {
     let mut scratch = [0u8; 512];
     while let Ok(1..) = stream.read(&mut scratch).await {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::net::TcpListener;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+    use crate::telemetry::{EcsLayer, ServiceIdentity};
+
+    /// Generous: only a broken shipper comes near it.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    fn config(capacity: usize) -> ShipperConfig {
+        ShipperConfig {
+            capacity,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_millis(200),
+        }
+    }
+
+    async fn listener() -> (TcpListener, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        (listener, addr)
+    }
+
+    /// An address where nothing listens, so connecting is refused.
+    async fn refused_addr() -> String {
+        listener().await.1
+    }
+
+    /// Accepts one connection and reads `n` lines from it, each with its `\n`.
+    async fn read_lines(listener: &TcpListener, n: usize) -> Vec<String> {
+        timeout(PATIENCE, async {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut lines = Vec::with_capacity(n);
+            while lines.len() < n {
+                let mut line = String::new();
+                assert_ne!(
+                    reader.read_line(&mut line).await.unwrap(),
+                    0,
+                    "EOF after {lines:?}"
+                );
+                lines.push(line);
+            }
+            lines
+        })
+        .await
+        .expect("lines arrive in time")
+    }
+
+    fn line(n: usize) -> String {
+        format!("{{\"n\":{n}}}")
+    }
+
+    #[tokio::test]
+    async fn lines_arrive_in_order_while_logstash_is_up() {
+        let (listener, addr) = listener().await;
+        let (sink, shipper) = LogstashSink::start(addr, ShipperConfig::default());
+        for n in 0..1000 {
+            sink.write_line(line(n).as_bytes());
+        }
+        let received = read_lines(&listener, 1000).await;
+        let expected: Vec<String> = (0..1000).map(|n| format!("{}\n", line(n))).collect();
+        assert_eq!(received, expected);
+        shipper.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let (sink, shipper) = LogstashSink::start(refused_addr().await, config(10));
+        for n in 0..1000 {
+            sink.write_line(line(n).as_bytes());
+        }
+        let stats = shipper.stats();
+        assert!(stats.dropped() >= 990, "dropped {}", stats.dropped());
+        shipper.shutdown(Duration::from_millis(100)).await;
+        // The ten queued lines were never sent, so shutdown counts them too.
+        assert_eq!((stats.sent(), stats.dropped()), (0, 1000));
+    }
+
+    #[tokio::test]
+    async fn reconnects_after_logstash_comes_back() {
+        let addr = refused_addr().await;
+        let (sink, shipper) = LogstashSink::start(addr.clone(), config(100));
+        for n in 0..5 {
+            sink.write_line(line(n).as_bytes());
+        }
+        // Let the shipper fail to connect a few times before Logstash comes up.
+        let stats = shipper.stats();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(stats.sent(), 0);
+        let listener = TcpListener::bind(addr.as_str()).await.unwrap();
+        for n in 5..10 {
+            sink.write_line(line(n).as_bytes());
+        }
+        // Lines queued during the outage wait in the queue and arrive first.
+        let received = read_lines(&listener, 10).await;
+        let expected: Vec<String> = (0..10).map(|n| format!("{}\n", line(n))).collect();
+        assert_eq!(received, expected);
+        shipper.shutdown(Duration::from_secs(1)).await;
+        assert_eq!((stats.sent(), stats.dropped()), (10, 0));
+    }
+
+    /// A Logstash that accepts every connection and never reads from it. The small receive
+    /// buffer makes the shipper's writes block sooner.
+    async fn never_reading_logstash() -> (String, JoinHandle<()>) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap().to_string();
+        let listener = socket.listen(16).unwrap();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        (addr, hold)
+    }
+
+    /// Writes 1000 lines at a time, pausing so the shipper can drain the queue, until `done`.
+    async fn feed(sink: &LogstashSink, mut done: impl FnMut() -> bool) -> u64 {
+        let payload = "x".repeat(200);
+        let mut written = 0;
+        let fed = timeout(PATIENCE, async {
+            while !done() {
+                for _ in 0..1000 {
+                    sink.write_line(payload.as_bytes());
+                }
+                written += 1000;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        assert!(fed.await.is_ok(), "still feeding after {written} lines");
+        written
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_logstash_that_accepts_but_never_reads_does_not_block_writers() {
+        let (addr, hold) = never_reading_logstash().await;
+        // Writes never time out here, so the only way out of a blocked write is shutdown's.
+        let config = ShipperConfig {
+            write_timeout: Duration::from_secs(60),
+            ..config(1000)
+        };
+        let (sink, shipper) = LogstashSink::start(addr, config);
+        let stats = shipper.stats();
+        // Feed until the shipper is stuck: no line sent during 20 rounds while lines are
+        // refused, which only a write blocked on full socket buffers explains.
+        let (mut last_sent, mut idle_rounds) = (0, 0);
+        let mut written = feed(&sink, || {
+            let sent = stats.sent();
+            idle_rounds = if sent == last_sent && stats.0.refused.load(Relaxed) > 0 {
+                idle_rounds + 1
+            } else {
+                0
+            };
+            last_sent = sent;
+            idle_rounds >= 20
+        })
+        .await;
+        for _ in 0..200_000 {
+            sink.write_line(&[b'x'; 200]);
+        }
+        written += 200_000;
+        let shutdown = timeout(PATIENCE, shipper.shutdown(Duration::from_millis(500))).await;
+        assert!(shutdown.is_ok(), "shutdown hung");
+        assert!(stats.dropped() > 0);
+        // Only shutdown's give-up counts lines as lost here: it really did give up.
+        assert!(stats.0.lost.load(Relaxed) > 0, "{stats:?}");
+        assert_eq!(
+            stats.sent() + stats.dropped(),
+            written,
+            "every line is accounted for"
+        );
+        hold.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_times_out_drops_the_connection_and_reconnects() {
+        let (addr, hold) = never_reading_logstash().await;
+        let (sink, shipper) = LogstashSink::start(addr, config(1000));
+        let stats = shipper.stats();
+        // A write timeout shows as lines lost with their connection.
+        let mut written = feed(&sink, || stats.0.lost.load(Relaxed) > 0).await;
+        // The shipper reconnected, so the next (held) connection takes lines again.
+        let sent = stats.sent();
+        written += feed(&sink, || stats.sent() > sent).await;
+        shipper.shutdown(Duration::from_millis(500)).await;
+        assert_eq!(
+            stats.sent() + stats.dropped(),
+            written,
+            "every line is accounted for"
+        );
+        hold.abort();
+    }
+
+    #[tokio::test]
+    async fn shutdown_flushes_queued_lines() {
+        let (listener, addr) = listener().await;
+        let (sink, shipper) = LogstashSink::start(addr, ShipperConfig::default());
+        for n in 0..100 {
+            sink.write_line(line(n).as_bytes());
+        }
+        let stats = shipper.stats();
+        timeout(PATIENCE, shipper.shutdown(Duration::from_secs(2)))
+            .await
+            .expect("shutdown returns");
+        assert_eq!(stats.sent(), 100);
+        let received = read_lines(&listener, 100).await;
+        assert_eq!(received.last().map(String::as_str), Some("{\"n\":99}\n"));
+        // Lines written after shutdown have nowhere to go and are counted.
+        sink.write_line(b"late");
+        assert_eq!(stats.dropped(), 1);
+    }
+
+    /// Collects lines in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<serde_json::Value>>>);
+
+    impl LineSink for Captured {
+        fn write_line(&self, line: &[u8]) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(serde_json::from_slice(line).unwrap());
+        }
+    }
+
+    impl Captured {
+        fn with_message(&self, message: &str) -> Vec<serde_json::Value> {
+            let lines = self.0.lock().unwrap();
+            lines
+                .iter()
+                .filter(|line| line["message"] == message)
+                .cloned()
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn loss_and_recovery_are_reported_once_through_the_sink_itself() {
+        let addr = refused_addr().await;
+        let (sink, shipper) = LogstashSink::start(addr.clone(), config(10));
+        // The shipper's own events go back into the shipper, as they do in the services. The
+        // runtime is single-threaded, so the task emits them on this thread's subscriber.
+        let captured = Captured::default();
+        let layer = EcsLayer::new(
+            ServiceIdentity::new("test"),
+            vec![Box::new(sink.clone()), Box::new(captured.clone())],
+        );
+        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+        for n in 0..100 {
+            sink.write_line(line(n).as_bytes());
+        }
+        let listener = TcpListener::bind(addr.as_str()).await.unwrap();
+        let received = read_lines(&listener, 11).await;
+        let recovered: serde_json::Value = serde_json::from_str(&received[10]).unwrap();
+        assert_eq!(recovered["message"], "log shipping to logstash recovered");
+
+        let failing = captured.with_message("log shipping to logstash failing; lines are dropped");
+        assert_eq!(failing.len(), 1, "{failing:?}");
+        assert_eq!(failing[0]["telemetry.dropped"], 90);
+        // The warning found the queue full too, and was dropped and counted.
+        assert_eq!(recovered["telemetry.dropped"], 91);
+        assert_eq!(
+            captured
+                .with_message("log shipping to logstash recovered")
+                .len(),
+            1
+        );
+        drop(_guard);
+        shipper.shutdown(Duration::from_secs(1)).await;
+    }
 }

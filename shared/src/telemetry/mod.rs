@@ -68,6 +68,8 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// `RUST_LOG`, default [`DEFAULT_LOG_FILTER`].
     pub log_filter: String,
+    /// `LOGSTASH_ADDR`: `host:port` of a Logstash `tcp` input to ship log lines to as well.
+    pub logstash_addr: Option<String>,
 }
 
 impl TelemetryConfig {
@@ -94,6 +96,7 @@ impl TelemetryConfig {
                 .map_err(anyhow::Error::msg)?
                 .unwrap_or_default(),
             log_filter: var("RUST_LOG").unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned()),
+            logstash_addr: var("LOGSTASH_ADDR"),
         })
     }
 }
@@ -102,6 +105,7 @@ impl TelemetryConfig {
 #[must_use = "telemetry shuts down when the guard is dropped: bind it to a named variable"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    shipper: Option<logstash::LogstashShipper>,
     stats: ExportStats,
 }
 
@@ -113,19 +117,34 @@ impl TelemetryGuard {
 }
 
 impl Drop for TelemetryGuard {
+    /// Flushes spans, then log lines, each within [`SHUTDOWN_TIMEOUT`].
     fn drop(&mut self) {
-        let Some(provider) = self.provider.take() else {
-            return;
-        };
-        let shutdown = move || {
-            if let Err(err) = provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT) {
-                eprintln!("telemetry shutdown: {err}");
+        let provider = self.provider.take();
+        let shipper = self.shipper.take();
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let shutdown = {
+            let runtime = runtime.clone();
+            move || {
+                if let Some(provider) = provider
+                    && let Err(err) = provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT)
+                {
+                    eprintln!("telemetry shutdown: {err}");
+                }
+                // Blocking on the shipper is only possible from `block_in_place`; on a
+                // current-thread runtime its queued lines are dropped with it.
+                if let (Some(shipper), Some(runtime)) = (shipper, runtime)
+                    && runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                {
+                    runtime.block_on(shipper.shutdown(SHUTDOWN_TIMEOUT));
+                }
             }
         };
         // The batch exporter's last flush runs gRPC on the tokio runtime, so a multi-threaded
         // runtime must keep driving I/O while this thread waits.
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+        match runtime {
+            Some(handle)
+                if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
                 tokio::task::block_in_place(shutdown);
             }
             _ => shutdown(),
@@ -158,8 +177,15 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
 
     let env_filter = EnvFilter::try_new(&config.log_filter)?;
     let identity = ServiceIdentity::new(&config.service_name);
+    let mut sinks: Vec<Box<dyn LineSink>> = vec![Box::new(Stdout)];
+    let shipper = config.logstash_addr.as_ref().map(|addr| {
+        let (sink, shipper) =
+            logstash::LogstashSink::start(addr.clone(), logstash::ShipperConfig::default());
+        sinks.push(Box::new(sink));
+        shipper
+    });
     let log_layer = match config.log_format {
-        LogFormat::Json => EcsLayer::new(identity, vec![Box::new(Stdout)])
+        LogFormat::Json => EcsLayer::new(identity, sinks)
             .with_filter(env_filter)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
@@ -171,7 +197,11 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         .with(otel_layer)
         .with(log_layer)
         .try_init()?;
-    Ok(TelemetryGuard { provider, stats })
+    Ok(TelemetryGuard {
+        provider,
+        shipper,
+        stats,
+    })
 }
 
 /// Spans of our own crates only: the exporter's HTTP/2 and gRPC stack must not trace itself.

@@ -1,0 +1,95 @@
+//! Router tests: validation at the edge and a stopped upstream, with the in-memory exporter.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use ordertrail_shared::testing::{CapturedSpans, attribute};
+use tower::ServiceExt;
+
+use crate::{AppState, Config, router};
+
+/// A gateway whose upstreams listen nowhere.
+fn app() -> axum::Router {
+    let config = Config {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        order_url: "http://127.0.0.1:9".into(),
+        inventory_url: "http://127.0.0.1:9".into(),
+    };
+    router(AppState::new(&config).unwrap())
+}
+
+fn order(card: &str) -> Request<Body> {
+    let body = format!(
+        r#"{{"customer_id":"c-1","items":[{{"sku":"TRAIL-MUG","quantity":1}}],"payment":{{"card_number":"{card}","expiry":"12/30","cvc":"123"}}}}"#
+    );
+    Request::post("/api/orders")
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+async fn json(response: axum::response::Response) -> serde_json::Value {
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn a_card_number_failing_luhn_is_refused_at_the_edge() {
+    let spans = CapturedSpans::start();
+    let response = app().oneshot(order("4242424242424241")).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let trace = response.headers()["traceresponse"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let problem = json(response).await;
+    assert!(trace.contains(problem["trace_id"].as_str().unwrap()));
+    assert!(!problem.to_string().contains("4242424242424241"));
+    assert!(
+        spans.spans().iter().all(|s| s.name != "POST /orders"),
+        "nothing was forwarded"
+    );
+}
+
+#[tokio::test]
+async fn a_broken_body_is_400_problem_json() {
+    let _spans = CapturedSpans::start();
+    let request = Request::post("/api/orders")
+        .header("content-type", "application/json")
+        .body(Body::from("{"))
+        .unwrap();
+    let response = app().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_order_service_is_503_and_an_error_client_span() {
+    let spans = CapturedSpans::start();
+    let response = app().oneshot(order("4242424242424242")).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let client = spans.named("POST /orders");
+    assert_eq!(client.span_kind, opentelemetry::trace::SpanKind::Client);
+    assert_eq!(attribute(&client, "error.type").as_deref(), Some("connect"));
+    assert_eq!(
+        attribute(&client, "customer.id").as_deref(),
+        Some("c-1"),
+        "baggage set by the gateway"
+    );
+    let server = spans.named("POST /api/orders");
+    assert_eq!(client.parent_span_id, server.span_context.span_id());
+    assert_eq!(
+        attribute(&server, "http.response.status_code").as_deref(),
+        Some("503")
+    );
+    assert!(matches!(
+        server.status,
+        opentelemetry::trace::Status::Error { .. }
+    ));
+}
