@@ -21,9 +21,9 @@
 //! is worse for an investigation than a counted gap.
 //!
 //! The task reports loss with one `warn` when drops start and one `info` when lines ship again
-//! with no new drops. Those events go through the logging layer back into this very sink, which is safe
-//! because they are emitted by the task, never from inside [`LineSink::write_line`], and the
-//! sink only ever enqueues.
+//! with no new drops. Those events go through the logging layer back into this very sink. That
+//! cannot recurse or deadlock: they are emitted by the task, never from inside
+//! [`LineSink::write_line`], and the sink only ever enqueues.
 //!
 //! Why hand-written: `tracing-logstash` (0.7) is only a formatter that writes through a
 //! `MakeWriter`, with no transport, queue or reconnect, and it would replace our ECS layer.
@@ -261,6 +261,11 @@ impl Task {
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, stream);
         let mut pending = 0;
         loop {
+            // Under sustained load the queue is never empty, so look for shutdown here too:
+            // closing the queue is what lets the drain end.
+            if stop_now(&mut self.stop) {
+                self.rx.close();
+            }
             let line = match self.rx.try_recv() {
                 Ok(line) => line,
                 Err(TryRecvError::Disconnected) => {
@@ -384,6 +389,19 @@ async fn stop_requested(stop: &mut Option<oneshot::Receiver<()>>) {
     *stop = None;
     if !requested {
         std::future::pending::<()>().await;
+    }
+}
+
+/// Whether shutdown was requested, without waiting. Like [`stop_requested`], it reports a
+/// request once.
+fn stop_now(stop: &mut Option<oneshot::Receiver<()>>) -> bool {
+    let Some(rx) = stop else { return false };
+    match rx.try_recv() {
+        Err(oneshot::error::TryRecvError::Empty) => false,
+        result => {
+            *stop = None;
+            result.is_ok()
+        }
     }
 }
 
@@ -613,6 +631,48 @@ mod tests {
         // Lines written after shutdown have nowhere to go and are counted.
         sink.write_line(b"late");
         assert_eq!(stats.dropped(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_under_constant_logging_drains_and_returns() {
+        let (listener, addr) = listener().await;
+        let reader = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::io::copy(&mut stream, &mut tokio::io::sink())
+                .await
+                .unwrap()
+        });
+        let (sink, shipper) = LogstashSink::start(addr, ShipperConfig::default());
+        let stats = shipper.stats();
+        let logging = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        // Several writers keep the queue from ever being momentarily empty.
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let (sink, logging) = (sink.clone(), logging.clone());
+                std::thread::spawn(move || {
+                    let mut written = 0u64;
+                    while logging.load(Relaxed) {
+                        sink.write_line(line(0).as_bytes());
+                        written += 1;
+                    }
+                    written
+                })
+            })
+            .collect();
+        // The queue never stays empty now, yet shutdown must close it and finish the drain.
+        while stats.sent() < 10_000 {
+            tokio::task::yield_now().await;
+        }
+        let shutdown = timeout(PATIENCE, shipper.shutdown(Duration::from_secs(5))).await;
+        logging.store(false, Relaxed);
+        assert!(shutdown.is_ok(), "shutdown hung");
+        let written: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        // Nothing was abandoned at the timeout: the drain ended by itself.
+        assert_eq!(stats.0.lost.load(Relaxed), 0, "{stats:?}");
+        assert_eq!(stats.sent() + stats.dropped(), written);
+        drop(sink);
+        let bytes = timeout(PATIENCE, reader).await.unwrap().unwrap();
+        assert_eq!(bytes, stats.sent() * (line(0).len() as u64 + 1));
     }
 
     /// Collects lines in memory.
