@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use ordertrail_shared::telemetry::receiver::topology_problems;
 use serde_json::json;
 
 use crate::support::{GOOD_CARD, TestStack, named, names, order, parent};
@@ -47,6 +48,7 @@ async fn a_confirmed_order_is_one_trace_across_four_services_and_its_logs_join_i
             ],
         )
         .await;
+    assert_eq!(topology_problems(&spans), Vec::<String>::new());
     let services: BTreeSet<&str> = spans.iter().map(|s| s.service_name.as_str()).collect();
     assert_eq!(
         services,

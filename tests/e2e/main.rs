@@ -7,3 +7,4 @@ mod support;
 
 mod checkout;
 mod failures;
+mod jaeger_json;

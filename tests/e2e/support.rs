@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use ordertrail_shared::telemetry::receiver::{self, ReceivedSpan};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -26,7 +27,9 @@ pub const DECLINED_CARD: &str = "4000000000000002";
 pub struct TestStack {
     pub ports: HashMap<&'static str, u16>,
     children: HashMap<&'static str, Child>,
-    spans: mpsc::UnboundedReceiver<ReceivedSpan>,
+    requests: mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
+    /// Every export request received, as it came.
+    pub raw: Vec<ExportTraceServiceRequest>,
     received: Vec<ReceivedSpan>,
     logs: Arc<Mutex<Vec<Value>>>,
     pub dir: PathBuf,
@@ -66,7 +69,7 @@ fn free_port() -> u16 {
 impl TestStack {
     /// Starts the receiver and the four services, and waits until each is ready.
     pub async fn start() -> Self {
-        let receiver = receiver::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+        let (receiver_addr, requests) = receiver::start_raw(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .unwrap();
         let dir = std::env::temp_dir().join(format!("ordertrail-e2e-{}", uuid_like()));
@@ -77,7 +80,8 @@ impl TestStack {
         let mut stack = Self {
             ports: ports.clone(),
             children: HashMap::new(),
-            spans: receiver.spans,
+            requests,
+            raw: Vec::new(),
             received: Vec::new(),
             logs: Arc::default(),
             dir: dir.clone(),
@@ -92,7 +96,7 @@ impl TestStack {
                 .env("OTEL_SERVICE_NAME", role)
                 .env(
                     "OTEL_EXPORTER_OTLP_ENDPOINT",
-                    format!("http://{}", receiver.addr),
+                    format!("http://{receiver_addr}"),
                 )
                 .env("OTEL_BSP_SCHEDULE_DELAY", "100")
                 .env("LISTEN_ADDR", format!("127.0.0.1:{}", ports[role]))
@@ -217,9 +221,7 @@ impl TestStack {
     pub async fn trace(&mut self, trace_id: &str, expected: &[&str]) -> Vec<ReceivedSpan> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            while let Ok(span) = self.spans.try_recv() {
-                self.received.push(span);
-            }
+            self.drain();
             let spans: Vec<ReceivedSpan> = self
                 .received
                 .iter()
@@ -232,9 +234,7 @@ impl TestStack {
             if complete || tokio::time::Instant::now() > deadline {
                 // Let stragglers of the last batch arrive too.
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                while let Ok(span) = self.spans.try_recv() {
-                    self.received.push(span);
-                }
+                self.drain();
                 return self
                     .received
                     .iter()
@@ -248,10 +248,16 @@ impl TestStack {
 
     /// Every span received so far, of any trace.
     pub fn all_spans(&mut self) -> Vec<ReceivedSpan> {
-        while let Ok(span) = self.spans.try_recv() {
-            self.received.push(span);
-        }
+        self.drain();
         self.received.clone()
+    }
+
+    /// Takes what the receiver got since the last call.
+    fn drain(&mut self) {
+        while let Ok(request) = self.requests.try_recv() {
+            self.received.extend(receiver::flatten(request.clone()));
+            self.raw.push(request);
+        }
     }
 
     /// Every log line captured so far.

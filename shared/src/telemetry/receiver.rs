@@ -13,6 +13,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::TracesData;
+use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -58,8 +60,26 @@ impl ReceivedSpan {
 
 /// Flattens an export request into spans.
 pub fn flatten(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
+    flatten_resource_spans(request.resource_spans)
+}
+
+/// Parses the answer of Jaeger's `GET /api/v3/traces/{trace_id}`: `{"result": …}` holding
+/// the trace as OTLP JSON (hex ids, camelCase names, 64-bit integers as strings), the encoding
+/// opentelemetry-proto's serde support reads.
+pub fn from_jaeger_json(body: &str) -> Result<Vec<ReceivedSpan>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Answer {
+        result: TracesData,
+    }
+    let answer: Answer = serde_json::from_str(body)?;
+    Ok(flatten_resource_spans(answer.result.resource_spans))
+}
+
+fn flatten_resource_spans(
+    all: Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>,
+) -> Vec<ReceivedSpan> {
     let mut spans = Vec::new();
-    for resource_spans in request.resource_spans {
+    for resource_spans in all {
         let service_name = resource_spans
             .resource
             .iter()
@@ -120,8 +140,36 @@ fn kind_name(kind: i32) -> &'static str {
     }
 }
 
+/// What is wrong with the shape of one trace, as sentences; empty when nothing is.
+///
+/// A trace is well formed when all its spans share one trace id and every server span that
+/// has a parent in the trace hangs under a client span of another service.
+pub fn topology_problems(spans: &[ReceivedSpan]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let trace_ids: std::collections::BTreeSet<&str> =
+        spans.iter().map(|s| s.trace_id.as_str()).collect();
+    if trace_ids.len() > 1 {
+        problems.push(format!(
+            "spans of {} traces: {trace_ids:?}",
+            trace_ids.len()
+        ));
+    }
+    for server in spans.iter().filter(|s| s.kind == "server") {
+        let Some(parent) = spans.iter().find(|p| p.span_id == server.parent_span_id) else {
+            continue;
+        };
+        if parent.kind != "client" || parent.service_name == server.service_name {
+            problems.push(format!(
+                "{} {} hangs under {} {} ({}), not under a client span of its caller",
+                server.service_name, server.name, parent.service_name, parent.name, parent.kind
+            ));
+        }
+    }
+    problems
+}
+
 struct Collector {
-    spans: mpsc::UnboundedSender<ReceivedSpan>,
+    requests: mpsc::UnboundedSender<ExportTraceServiceRequest>,
 }
 
 #[tonic::async_trait]
@@ -130,10 +178,8 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        for span in flatten(request.into_inner()) {
-            // A receiver nobody reads any more just discards.
-            let _ = self.spans.send(span);
-        }
+        // A receiver nobody reads any more just discards.
+        let _ = self.requests.send(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
@@ -150,10 +196,31 @@ pub struct Receiver {
 
 /// Starts a receiver on `addr` (port 0 picks a free one). It runs until the runtime stops.
 pub async fn start(addr: SocketAddr) -> std::io::Result<Receiver> {
+    let (addr, mut requests) = start_raw(addr).await?;
+    let (tx, spans) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(request) = requests.recv().await {
+            for span in flatten(request) {
+                if tx.send(span).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Receiver { addr, spans })
+}
+
+/// Starts a receiver that hands on export requests as they came.
+pub async fn start_raw(
+    addr: SocketAddr,
+) -> std::io::Result<(
+    SocketAddr,
+    mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
+)> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let (tx, spans) = mpsc::unbounded_channel();
-    let service = TraceServiceServer::new(Collector { spans: tx });
+    let (tx, requests) = mpsc::unbounded_channel();
+    let service = TraceServiceServer::new(Collector { requests: tx });
     tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .add_service(service)
@@ -166,5 +233,5 @@ pub async fn start(addr: SocketAddr) -> std::io::Result<Receiver> {
             );
         }
     });
-    Ok(Receiver { addr, spans })
+    Ok((addr, requests))
 }
