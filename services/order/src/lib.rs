@@ -40,8 +40,8 @@ pub fn router(state: AppState) -> Router {
         .merge(health_routes(Some(db)))
 }
 
-/// Connects to the database, migrates it, finishes any saga a previous run left open, and
-/// serves until `shutdown` completes.
+/// Connects to the database, migrates it, keeps finishing stalled sagas in the background,
+/// and serves until `shutdown` completes.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -53,7 +53,7 @@ pub async fn run(
         ServiceClient::new(&config.inventory_url)?,
         ServiceClient::new(&config.payment_url)?,
     );
-    tokio::spawn(saga.clone().recover_open_orders());
+    tokio::spawn(saga.clone().keep_recovering());
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(server.address = %listener.local_addr()?, "order listening");
     let app = router(AppState { store, saga });
@@ -62,3 +62,6 @@ pub async fn run(
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,6 +22,11 @@ use crate::store::Store;
 const ATTEMPTS: u32 = 3;
 /// The pause before the first retry; it doubles each time.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// How often open orders are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// An open order untouched this long is stalled, not running: well beyond the longest saga
+/// (every step's attempts timing out).
+const STALLED_AFTER: Duration = Duration::from_secs(120);
 
 /// Why a checkout did not go through.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -38,8 +43,9 @@ pub enum Failure {
     /// A service did not answer (or answered 5xx) on every attempt.
     #[error("{0} service unavailable")]
     Unavailable(&'static str),
-    /// The order service stopped in the middle of the checkout.
-    #[error("checkout interrupted by a restart")]
+    /// The checkout stalled (the order service stopped, or a service stayed down) and was
+    /// abandoned by the recovery sweep.
+    #[error("checkout interrupted before it finished")]
     Interrupted,
 }
 
@@ -258,12 +264,20 @@ impl Saga {
             .ok_or(sqlx::Error::RowNotFound)
     }
 
-    /// Finishes the sagas a previous run left open: paid orders are confirmed (or refunded),
-    /// earlier ones have their reservation released and fail. An order whose services are
-    /// still unreachable stays open for the next start.
-    #[tracing::instrument(name = "order.recover", skip_all)]
-    pub async fn recover_open_orders(self) {
-        let open = match self.store.open_orders().await {
+    /// Every [`SWEEP_EVERY`], finishes the sagas that have stood still for [`STALLED_AFTER`]
+    /// (a crash, or a compensation whose service was down): paid orders are confirmed (or
+    /// refunded), earlier ones have their reservation released and fail. An order whose
+    /// services are still unreachable stays open for the next sweep.
+    pub async fn keep_recovering(self) {
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            sweep.tick().await;
+            self.recover_stalled_orders(STALLED_AFTER).await;
+        }
+    }
+
+    pub(crate) async fn recover_stalled_orders(&self, stalled_after: Duration) {
+        let open = match self.store.open_orders(stalled_after).await {
             Ok(open) => open,
             Err(err) => {
                 tracing::error!(
@@ -274,7 +288,7 @@ impl Saga {
             }
         };
         for order_id in open {
-            let span = tracing::info_span!("recover", order.id = %order_id);
+            let span = tracing::info_span!("order.recover", order.id = %order_id);
             let outcome = async {
                 match self.order(&order_id).await?.status {
                     OrderStatus::Paid => self.confirm(&order_id).await,

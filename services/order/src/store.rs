@@ -43,7 +43,7 @@ const GET_ITEMS: Sql = Sql {
 const OPEN_ORDERS: Sql = Sql {
     operation: "SELECT",
     collection: "orders",
-    text: "SELECT order_id FROM orders WHERE status NOT IN ('confirmed', 'failed') ORDER BY created_at",
+    text: "SELECT order_id FROM orders WHERE status NOT IN ('confirmed', 'failed') AND updated_at < $1 ORDER BY created_at",
 };
 const CLAIM_KEY: Sql = Sql {
     operation: "INSERT",
@@ -276,11 +276,21 @@ impl Store {
         }))
     }
 
-    /// Ids of the orders that are neither confirmed nor failed, oldest first.
-    pub async fn open_orders(&self) -> Result<Vec<String>, sqlx::Error> {
+    /// Ids of the orders that are neither confirmed nor failed and have not changed for
+    /// `idle_for`, oldest first.
+    pub async fn open_orders(
+        &self,
+        idle_for: std::time::Duration,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let cutoff = (time::OffsetDateTime::now_utc() - idle_for)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        // No span: the recovery sweep asks every half minute, and a one-span trace each time
+        // would bury the real ones. The orders it finds are recovered in spans of their own.
         sqlx::query(OPEN_ORDERS.text)
+            .bind(cutoff)
             .fetch_all(&self.db.pool)
-            .traced(self.db.span(&OPEN_ORDERS))
+            .traced(tracing::Span::none())
             .await?
             .iter()
             .map(|row| row.try_get("order_id"))
