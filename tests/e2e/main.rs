@@ -6,5 +6,6 @@
 mod support;
 
 mod checkout;
+mod deploy;
 mod failures;
 mod jaeger_json;

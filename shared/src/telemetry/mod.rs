@@ -33,6 +33,24 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 /// The default filter for log lines when `RUST_LOG` is not set.
 const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,hyper=warn,h2=warn,tower=warn,tonic=warn,reqwest=warn,opentelemetry=warn,opentelemetry_sdk=warn";
 
+/// The environment variables telemetry reads, itself or through the OpenTelemetry SDK and
+/// exporter (which also honour the other standard `OTEL_EXPORTER_OTLP_*` and `OTEL_BSP_*`
+/// variables).
+pub const VARIABLES: &[&str] = &[
+    "OTEL_SERVICE_NAME",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_SDK_DISABLED",
+    "LOG_FORMAT",
+    "RUST_LOG",
+    "LOGSTASH_ADDR",
+];
+
 /// Log line format, from `LOG_FORMAT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {

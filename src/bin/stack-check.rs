@@ -1,0 +1,234 @@
+//! `stack-check`: the end-to-end check of a running compose stack
+//! (`docker compose --profile test run --rm e2e`).
+//!
+//! It places orders through the gateway, reads each answer's `traceresponse`, waits until
+//! Jaeger holds the trace with spans of all four services, correctly parented, and until
+//! Elasticsearch holds log lines of that trace from all four services. It exits 0 when every
+//! check passed and 1 with the reasons otherwise.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use clap::Parser;
+use ordertrail_shared::telemetry::receiver::{from_jaeger_json, topology_problems};
+use serde_json::{Value, json};
+
+/// The four services every order's trace and logs must come from.
+const SERVICES: [&str; 4] = ["gateway", "inventory", "order", "payment"];
+/// How long telemetry may take to become searchable (Logstash batches, Elasticsearch refreshes).
+const PATIENCE: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Parser)]
+#[command(about = "Checks a running ordertrail stack end to end")]
+struct Config {
+    /// The gateway (`GATEWAY_URL`).
+    #[arg(long, env = "GATEWAY_URL", default_value = "http://localhost:8080")]
+    gateway_url: String,
+    /// Jaeger's query service (`JAEGER_QUERY_URL`).
+    #[arg(
+        long,
+        env = "JAEGER_QUERY_URL",
+        default_value = "http://localhost:16686"
+    )]
+    jaeger_query_url: String,
+    /// Elasticsearch (`ELASTICSEARCH_URL`).
+    #[arg(
+        long,
+        env = "ELASTICSEARCH_URL",
+        default_value = "http://localhost:9200"
+    )]
+    elasticsearch_url: String,
+    /// Elasticsearch user (`ELASTIC_USERNAME`).
+    #[arg(long, env = "ELASTIC_USERNAME", default_value = "elastic")]
+    elastic_username: String,
+    /// Elasticsearch password (`ELASTIC_PASSWORD`).
+    #[arg(long, env = "ELASTIC_PASSWORD", hide_env_values = true)]
+    elastic_password: String,
+}
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(check(&config)) {
+        Ok(()) => {
+            println!("stack-check: all checks passed");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("stack-check: FAILED: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn check(config: &Config) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let sku = sku_in_stock(&http, config).await?;
+    for (card, expected) in [("4242424242424242", 201), ("4000000000000002", 402)] {
+        let trace_id = place_order(&http, config, &sku, card, expected).await?;
+        println!(
+            "order with card …{} answered {expected}, trace {trace_id}",
+            &card[12..]
+        );
+        let spans = eventually(|| jaeger_trace(&http, config, &trace_id))
+            .await
+            .context("trace in Jaeger")?;
+        println!("  Jaeger: {spans} spans from {SERVICES:?}");
+        let logs = eventually(|| logs_of(&http, config, &trace_id))
+            .await
+            .context("logs in Elasticsearch")?;
+        println!("  Elasticsearch: {logs} log lines from {SERVICES:?}");
+    }
+    Ok(())
+}
+
+async fn sku_in_stock(http: &reqwest::Client, config: &Config) -> anyhow::Result<String> {
+    let products: Vec<Value> = http
+        .get(format!("{}/api/products", config.gateway_url))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    products
+        .iter()
+        .filter(|p| p["stock"].as_i64().unwrap_or(0) > 0)
+        .find_map(|p| p["sku"].as_str().map(str::to_owned))
+        .context("no product in stock")
+}
+
+/// Places an order and returns the trace id from its `traceresponse`.
+async fn place_order(
+    http: &reqwest::Client,
+    config: &Config,
+    sku: &str,
+    card: &str,
+    expected: u16,
+) -> anyhow::Result<String> {
+    let body = json!({
+        "customer_id": "stack-check",
+        "items": [{"sku": sku, "quantity": 1}],
+        "payment": {"card_number": card, "expiry": "12/30", "cvc": "123"}
+    });
+    let response = http
+        .post(format!("{}/api/orders", config.gateway_url))
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let traceresponse = response
+        .headers()
+        .get("traceresponse")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    ensure!(
+        status == expected,
+        "expected {expected}, got {status}: {answer}"
+    );
+    let traceresponse = traceresponse.context("no traceresponse header")?;
+    let trace_id = traceresponse
+        .split('-')
+        .nth(1)
+        .context("malformed traceresponse")?
+        .to_owned();
+    ensure!(
+        answer["trace_id"] == trace_id.as_str(),
+        "the body's trace_id differs from traceresponse"
+    );
+    Ok(trace_id)
+}
+
+/// The trace from Jaeger's `/api/v3/traces/{id}` once it holds spans of all four services,
+/// correctly parented; returns the number of spans.
+async fn jaeger_trace(
+    http: &reqwest::Client,
+    config: &Config,
+    trace_id: &str,
+) -> anyhow::Result<usize> {
+    let response = http
+        .get(format!(
+            "{}/api/v3/traces/{trace_id}",
+            config.jaeger_query_url
+        ))
+        .send()
+        .await?;
+    ensure!(
+        response.status().is_success(),
+        "Jaeger answered {}",
+        response.status()
+    );
+    let spans = from_jaeger_json(&response.text().await?)?;
+    let services: BTreeSet<&str> = spans.iter().map(|s| s.service_name.as_str()).collect();
+    ensure!(
+        services == BTreeSet::from(SERVICES),
+        "spans from {services:?} only"
+    );
+    let problems = topology_problems(&spans);
+    ensure!(problems.is_empty(), "malformed trace: {problems:?}");
+    Ok(spans.len())
+}
+
+/// The number of log lines of the trace in Elasticsearch, once all four services have some.
+async fn logs_of(http: &reqwest::Client, config: &Config, trace_id: &str) -> anyhow::Result<usize> {
+    let query = json!({"size": 500, "query": {"term": {"trace.id": trace_id}}});
+    let response = http
+        .post(format!(
+            "{}/ordertrail-logs,ordertrail-audit/_search",
+            config.elasticsearch_url
+        ))
+        .basic_auth(&config.elastic_username, Some(&config.elastic_password))
+        .json(&query)
+        .send()
+        .await?;
+    ensure!(
+        response.status().is_success(),
+        "Elasticsearch answered {}",
+        response.status()
+    );
+    let answer: Value = response.json().await?;
+    let hits = answer["hits"]["hits"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let services: BTreeSet<String> = hits
+        .iter()
+        .filter_map(|hit| service_name(&hit["_source"]))
+        .collect();
+    ensure!(
+        services.iter().map(String::as_str).eq(SERVICES),
+        "log lines from {services:?} only"
+    );
+    Ok(hits.len())
+}
+
+/// `service.name` of a log document, whether stored dotted or expanded into objects.
+fn service_name(source: &Value) -> Option<String> {
+    source
+        .get("service.name")
+        .or_else(|| source.get("service").and_then(|s| s.get("name")))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// Retries `attempt` every two seconds until it succeeds or [`PATIENCE`] runs out, then
+/// returns the last error.
+async fn eventually<T, F>(mut attempt: impl FnMut() -> F) -> anyhow::Result<T>
+where
+    F: Future<Output = anyhow::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(err) if tokio::time::Instant::now() > deadline => {
+                bail!("gave up after {PATIENCE:?}: {err:#}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    }
+}
