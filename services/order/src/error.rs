@@ -2,6 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use ordertrail_shared::api::Order;
 use ordertrail_shared::problem::Problem;
 
 use crate::saga::CheckoutError;
@@ -60,6 +61,21 @@ impl ApiError {
                 tracing::error!(error = err as &dyn std::error::Error, error.type = "database", "request failed");
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
             }
+        }
+    }
+}
+
+/// The answer to a checkout, as status and JSON body: the order when confirmed, the problem
+/// otherwise. It is what the client gets and what an idempotency key replays.
+pub fn checkout_answer(outcome: Result<Order, CheckoutError>) -> (StatusCode, String) {
+    match outcome {
+        Ok(order) => (StatusCode::CREATED, serde_json::json!(order).to_string()),
+        Err(err) => {
+            let problem = ApiError::from(err).problem();
+            (
+                problem.status_code(),
+                serde_json::json!(problem).to_string(),
+            )
         }
     }
 }

@@ -12,7 +12,7 @@ use ordertrail_shared::telemetry::current_trace_id;
 use serde_json::json;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, checkout_answer};
 use crate::store::KeyClaim;
 
 /// The header a client sets to make a retried POST safe.
@@ -77,18 +77,11 @@ async fn place_order(
         "order created"
     );
 
-    let (status, body) = match state.saga.checkout(&order_id, request).await {
-        Ok(order) => (StatusCode::CREATED, json!(order)),
-        Err(err) => {
-            let problem = ApiError::from(err).problem();
-            (problem.status_code(), json!(problem))
-        }
-    };
-    let body = body.to_string();
-    if let Some(key) = &key {
+    let (status, body) = checkout_answer(state.saga.checkout(&order_id, request).await);
+    if key.is_some() {
         state
             .store
-            .save_response(key, status.as_u16(), &body)
+            .save_response(&order_id, status.as_u16(), &body)
             .await?;
     }
     Ok(stored_response(status.as_u16(), body))

@@ -297,15 +297,27 @@ impl Saga {
             }
             .instrument(span)
             .await;
-            let order = match outcome {
-                Ok(order) => order,
-                Err(CheckoutError::Failed { order, .. }) => *order,
+            let order = match &outcome {
+                Ok(order) => order.status,
+                Err(CheckoutError::Failed { order, .. }) => order.status,
                 Err(err) => {
-                    tracing::error!(order.id = %order_id, error = &err as &dyn std::error::Error, "open order not finished");
+                    tracing::error!(order.id = %order_id, error = err as &dyn std::error::Error, "open order not finished");
                     continue;
                 }
             };
-            tracing::info!(order.id = %order_id, order.status = order.status.as_str(), "open order recovered");
+            if !order.is_terminal() {
+                continue;
+            }
+            // A client retrying with its idempotency key now gets this answer instead of 409.
+            let (status, body) = crate::error::checkout_answer(outcome);
+            if let Err(err) = self
+                .store
+                .save_response(&order_id, status.as_u16(), &body)
+                .await
+            {
+                tracing::error!(order.id = %order_id, error = &err as &dyn std::error::Error, "answer of a recovered order not kept");
+            }
+            tracing::info!(order.id = %order_id, order.status = order.as_str(), "open order recovered");
         }
     }
 }

@@ -58,7 +58,7 @@ const GET_KEY: Sql = Sql {
 const SAVE_RESPONSE: Sql = Sql {
     operation: "UPDATE",
     collection: "idempotency_keys",
-    text: "UPDATE idempotency_keys SET response_status = $1, response_body = $2 WHERE idempotency_key = $3",
+    text: "UPDATE idempotency_keys SET response_status = $1, response_body = $2 WHERE order_id = $3 AND response_status IS NULL",
 };
 
 /// What a claimed idempotency key says about a request.
@@ -140,17 +140,18 @@ impl Store {
         })
     }
 
-    /// Stores the answer given to the request that claimed `key`.
+    /// Stores the answer to the request that created `order_id`, for the idempotency key it
+    /// claimed (if any), unless one is stored already.
     pub async fn save_response(
         &self,
-        key: &str,
+        order_id: &str,
         status: u16,
         body: &str,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(SAVE_RESPONSE.text)
             .bind(i64::from(status))
             .bind(body)
-            .bind(key)
+            .bind(order_id)
             .execute(&self.db.pool)
             .traced(self.db.span(&SAVE_RESPONSE))
             .await?;

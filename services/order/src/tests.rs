@@ -32,9 +32,10 @@ async fn an_idempotency_key_is_new_then_in_progress_then_replayed_and_never_reus
             matches!(store.claim_key("k", "fp-1", "o-2").await.unwrap(), KeyClaim::InProgress { order_id } if order_id == "o-1")
         );
         store
-            .save_response("k", 201, r#"{"order_id":"o-1"}"#)
+            .save_response("o-1", 201, r#"{"order_id":"o-1"}"#)
             .await
             .unwrap();
+        store.save_response("o-1", 500, "later").await.unwrap();
         match store.claim_key("k", "fp-1", "o-3").await.unwrap() {
             KeyClaim::Replay { status, body } => {
                 assert_eq!((status, body.as_str()), (201, r#"{"order_id":"o-1"}"#))
@@ -230,6 +231,10 @@ async fn a_stalled_order_is_released_and_failed_by_the_recovery_sweep() {
         sku: "TRAIL-MUG".into(),
         quantity: 2,
     }];
+    assert!(matches!(
+        store.claim_key("k-9", "fp", "o-9").await.unwrap(),
+        KeyClaim::New
+    ));
     store
         .create("o-9", "c-1", &lines, &visa(), None)
         .await
@@ -260,4 +265,14 @@ async fn a_stalled_order_is_released_and_failed_by_the_recovery_sweep() {
         before,
         "the reservation was released"
     );
+    match store.claim_key("k-9", "fp", "o-10").await.unwrap() {
+        KeyClaim::Replay { status, body } => {
+            assert_eq!(status, 503);
+            assert!(
+                body.contains("o-9") && body.contains("interrupted"),
+                "{body}"
+            );
+        }
+        other => panic!("a retry with the key gets the recovered answer, not {other:?}"),
+    }
 }
