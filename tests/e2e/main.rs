@@ -9,3 +9,4 @@ mod checkout;
 mod deploy;
 mod failures;
 mod jaeger_json;
+mod telemetry_down;

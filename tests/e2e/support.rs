@@ -36,6 +36,15 @@ pub struct TestStack {
     http: reqwest::Client,
 }
 
+/// Where the services send their telemetry, when not to the test's own receiver.
+#[derive(Default)]
+pub struct Telemetry {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` instead of the receiver.
+    pub otlp_endpoint: Option<String>,
+    /// `LOGSTASH_ADDR`, unset by default.
+    pub logstash_addr: Option<String>,
+}
+
 /// An answer from the gateway.
 pub struct Answer {
     pub status: u16,
@@ -69,6 +78,11 @@ fn free_port() -> u16 {
 impl TestStack {
     /// Starts the receiver and the four services, and waits until each is ready.
     pub async fn start() -> Self {
+        Self::start_with(Telemetry::default()).await
+    }
+
+    /// Like [`TestStack::start`], with the telemetry destinations of `telemetry`.
+    pub async fn start_with(telemetry: Telemetry) -> Self {
         let (receiver_addr, requests) = receiver::start_raw(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .unwrap();
@@ -96,9 +110,16 @@ impl TestStack {
                 .env("OTEL_SERVICE_NAME", role)
                 .env(
                     "OTEL_EXPORTER_OTLP_ENDPOINT",
-                    format!("http://{receiver_addr}"),
+                    telemetry
+                        .otlp_endpoint
+                        .clone()
+                        .unwrap_or_else(|| format!("http://{receiver_addr}")),
                 )
                 .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+                .env(
+                    "LOGSTASH_ADDR",
+                    telemetry.logstash_addr.clone().unwrap_or_default(),
+                )
                 .env("LISTEN_ADDR", format!("127.0.0.1:{}", ports[role]))
                 .env(
                     "DATABASE_URL",
