@@ -8,9 +8,12 @@
 #     2. sets the password of the built-in user kibana_system       (Kibana logs in with it)
 #     3. creates/updates role logstash_writer and user logstash_internal (Logstash writes with it)
 #     4. puts the ILM policy "ordertrail"             deploy/elasticsearch/ilm-policy.json
-#     5. puts the index templates ordertrail-logs and ordertrail-audit
+#     5. puts the component templates ordertrail-settings and ordertrail-mappings (shared by both
+#        index templates)                   deploy/elasticsearch/ordertrail-{settings,mappings}.json
+#     6. puts the index templates ordertrail-logs and ordertrail-audit (composed_of the two
+#        component templates, which must exist first)
 #                                                    deploy/elasticsearch/{logs,audit}-template.json
-#     6. creates the data streams ordertrail-logs and ordertrail-audit (if missing), so that the
+#     7. creates the data streams ordertrail-logs and ordertrail-audit (if missing), so that the
 #        Kibana data view matches something before the first log line arrives
 #
 #   setup.sh kibana          (service "kibana-setup", once Kibana is healthy)
@@ -30,6 +33,10 @@ DEPLOY_DIR="${DEPLOY_DIR:-/deploy}"
 WAIT_SECONDS="${WAIT_SECONDS:-300}"
 
 ILM_POLICY="ordertrail"
+# Component templates, put before the index templates that list them in composed_of.
+COMPONENT_TEMPLATES=(ordertrail-settings ordertrail-mappings)
+# Index template name = data stream name; the file is deploy/elasticsearch/<suffix>-template.json.
+INDEX_TEMPLATES=(ordertrail-logs ordertrail-audit)
 DATA_STREAMS=(ordertrail-logs ordertrail-audit)
 DATA_VIEW_ID="ordertrail"
 
@@ -116,10 +123,17 @@ setup_elasticsearch() {
   es_file "ILM policy $ILM_POLICY" PUT "/_ilm/policy/$ILM_POLICY" \
     "$DEPLOY_DIR/elasticsearch/ilm-policy.json"
 
-  es_file "index template ordertrail-logs" PUT "/_index_template/ordertrail-logs" \
-    "$DEPLOY_DIR/elasticsearch/logs-template.json"
-  es_file "index template ordertrail-audit" PUT "/_index_template/ordertrail-audit" \
-    "$DEPLOY_DIR/elasticsearch/audit-template.json"
+  # PUT creates or replaces: rerunning converges. Component templates first: Elasticsearch
+  # rejects an index template whose composed_of names a component template that does not exist.
+  local name
+  for name in "${COMPONENT_TEMPLATES[@]}"; do
+    es_file "component template $name" PUT "/_component_template/$name" \
+      "$DEPLOY_DIR/elasticsearch/$name.json"
+  done
+  for name in "${INDEX_TEMPLATES[@]}"; do
+    es_file "index template $name" PUT "/_index_template/$name" \
+      "$DEPLOY_DIR/elasticsearch/${name#ordertrail-}-template.json"
+  done
 
   # A changed template applies to the next backing index; to apply it now on a running stack:
   #   POST ordertrail-logs/_rollover   (and ordertrail-audit)

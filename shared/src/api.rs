@@ -61,6 +61,24 @@ pub enum ReservationStatus {
     Released,
 }
 
+impl ReservationStatus {
+    /// The name stored in the database and shown in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserved => "reserved",
+            Self::Committed => "committed",
+            Self::Released => "released",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Reserved, Self::Committed, Self::Released]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
 /// A reservation, as inventory returns it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reservation {
@@ -95,6 +113,24 @@ pub enum PaymentStatus {
     Declined,
     /// The money was given back.
     Refunded,
+}
+
+impl PaymentStatus {
+    /// The name stored in the database and shown in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Captured => "captured",
+            Self::Declined => "declined",
+            Self::Refunded => "refunded",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Captured, Self::Declined, Self::Refunded]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
 }
 
 /// A payment, as payment returns it (also in the body of a 402 decline).

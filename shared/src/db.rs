@@ -131,8 +131,8 @@ fn create_sqlite_parent_dir(url: &str) -> anyhow::Result<()> {
 }
 
 /// Runs a query future as the client span given, without making that span current inside it.
-pub trait Traced: Future + Sized {
-    /// Awaits `self`, then ends `span`.
+pub trait Traced<T>: Future<Output = Result<T, sqlx::Error>> + Sized {
+    /// Awaits `self`, marks `span` failed if the query failed, then ends it.
     ///
     /// sqlx's SQLite worker thread keeps the current span of a connection's last statement
     /// until that connection's next command. Were the query span current, it (and through it
@@ -145,19 +145,40 @@ pub trait Traced: Future + Sized {
     {
         async move {
             let output = self.instrument(Span::none()).await;
+            if let Err(err) = &output {
+                crate::telemetry::record_error(&span, "database", err);
+            }
             drop(span);
             output
         }
     }
 }
 
-impl<F: Future> Traced for F {}
+impl<T, F: Future<Output = Result<T, sqlx::Error>>> Traced<T> for F {}
 
-/// Now, as the RFC 3339 UTC text every table stores its timestamps in (portable across SQLite
-/// and PostgreSQL, and sortable).
+/// Now, as the text every table stores its timestamps in: RFC 3339 in UTC with exactly six
+/// fractional digits, so that text order is time order in SQLite and PostgreSQL alike.
 pub fn now() -> String {
-    use time::format_description::well_known::Rfc3339;
-    time::OffsetDateTime::now_utc()
-        .format(&Rfc3339)
+    timestamp(time::OffsetDateTime::now_utc())
+}
+
+/// `at` in the stored timestamp format (see [`now`]).
+pub fn timestamp(at: time::OffsetDateTime) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    at.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stored_timestamps_sort_as_text_in_time_order() {
+        let whole = time::macros::datetime!(2026-11-22 05:00:00 UTC);
+        let half = time::macros::datetime!(2026-11-22 05:00:00.5 UTC);
+        assert_eq!(super::timestamp(whole), "2026-11-22T05:00:00.000000Z");
+        assert!(super::timestamp(whole) < super::timestamp(half));
+    }
 }

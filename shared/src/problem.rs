@@ -63,6 +63,12 @@ impl Problem {
         self
     }
 
+    /// A 500 that hides `err` from the client and logs it once, with its cause chain.
+    pub fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = err, error.type = "internal", "request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+
     /// The status as a [`StatusCode`], falling back to 500 for a nonsensical one.
     pub fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)

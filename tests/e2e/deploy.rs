@@ -1,5 +1,5 @@
 //! deploy/ and the code agree: every file parses, every field the services log is mapped in
-//! the index templates, Logstash routes the datasets the services emit, and compose runs each
+//! the component template both index templates are composed of, Logstash routes the datasets the services emit, and compose runs each
 //! role with the variables, ports and upstreams the binary reads.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -152,16 +152,25 @@ async fn every_field_the_services_log_is_mapped_and_routed() {
         .iter()
         .flat_map(|line| line.as_object().unwrap().keys().cloned())
         .collect();
+    let mapped = template_fields("deploy/elasticsearch/ordertrail-mappings.json");
+    let unmapped: Vec<&String> = logged
+        .iter()
+        .filter(|field| !mapped.contains(*field))
+        .collect();
+    assert!(
+        unmapped.is_empty(),
+        "ordertrail-mappings.json does not map {unmapped:?}"
+    );
     for template in [
         "deploy/elasticsearch/logs-template.json",
         "deploy/elasticsearch/audit-template.json",
     ] {
-        let mapped = template_fields(template);
-        let unmapped: Vec<&String> = logged
-            .iter()
-            .filter(|field| !mapped.contains(*field))
-            .collect();
-        assert!(unmapped.is_empty(), "{template} does not map {unmapped:?}");
+        let template: Value = serde_json::from_str(&read(template)).unwrap();
+        let composed = template["composed_of"].as_array().unwrap();
+        assert!(
+            composed.contains(&"ordertrail-mappings".into()),
+            "{template} does not use the mappings"
+        );
     }
 
     let datasets: BTreeSet<&str> = logs

@@ -5,10 +5,16 @@
 pub mod config;
 mod routes;
 
+use std::time::Duration;
+
 use axum::Router;
-use ordertrail_shared::http::{ServiceClient, health_routes, traced};
+use ordertrail_shared::http::{ServiceClient, health_routes, serve, traced_edge};
 
 pub use config::Config;
+
+/// How long the gateway waits for a checkout. The saga itself runs to its end whatever the
+/// gateway does; a client that timed out retries with its `Idempotency-Key`.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -23,15 +29,16 @@ impl AppState {
     /// Clients for the upstreams named in `config`.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         Ok(Self {
-            order: ServiceClient::new(&config.order_url)?,
+            order: ServiceClient::with_timeout(&config.order_url, CHECKOUT_TIMEOUT)?,
             inventory: ServiceClient::new(&config.inventory_url)?,
         })
     }
 }
 
-/// The public API, traced, plus untraced health checks.
+/// The public API, traced (the caller's trace is continued, its baggage is not), plus
+/// untraced health checks.
 pub fn router(state: AppState) -> Router {
-    traced(routes::routes())
+    traced_edge(routes::routes())
         .with_state(state)
         .merge(health_routes(None))
 }
@@ -44,9 +51,7 @@ pub async fn run(
     let state = AppState::new(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(server.address = %listener.local_addr()?, "gateway listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    serve(listener, router(state), shutdown).await?;
     Ok(())
 }
 

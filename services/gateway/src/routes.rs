@@ -45,8 +45,15 @@ async fn place_order(
     let cx =
         Context::current_with_baggage([KeyValue::new(CUSTOMER_ID, request.customer_id.clone())]);
     let mut call = state.order.post("/orders", "/orders").json(&request);
-    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
-        call = call.header("idempotency-key", key);
+    match headers.get("idempotency-key").map(|v| v.to_str()) {
+        Some(Ok(key)) => call = call.header("idempotency-key", key),
+        // Dropping a key we cannot forward would turn a safe retry into a second order.
+        Some(Err(_)) => {
+            return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid Idempotency-Key")
+                .with_detail("Idempotency-Key must be visible ASCII")
+                .into_response();
+        }
+        None => {}
     }
     async move {
         tracing::info!("forwarding order");
@@ -57,6 +64,13 @@ async fn place_order(
 }
 
 async fn order(State(state): State<AppState>, Path(order_id): Path<String>) -> Response {
+    // Order ids are UUIDs; anything else cannot name an order, and must not reach the
+    // internal URL (a decoded `%2F` or `?` would change its path).
+    let Ok(order_id) = uuid::Uuid::parse_str(&order_id) else {
+        return Problem::new(StatusCode::NOT_FOUND, "order not found")
+            .with_detail(format!("no order {order_id}"))
+            .into_response();
+    };
     forward(
         state
             .order

@@ -78,10 +78,7 @@ impl IntoResponse for ApiError {
             }
             Self::Conflict { .. } => Problem::new(StatusCode::CONFLICT, "reservation conflict")
                 .with_detail(self.to_string()),
-            Self::Database(err) => {
-                tracing::error!(error = err as &dyn std::error::Error, error.type = "database", "request failed");
-                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-            }
+            Self::Database(err) => Problem::internal(err),
         };
         problem.into_response()
     }

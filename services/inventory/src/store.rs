@@ -51,6 +51,11 @@ const SET_STATUS: Sql = Sql {
     collection: "reservations",
     text: "UPDATE reservations SET status = $1 WHERE order_id = $2 AND status = 'reserved'",
 };
+const RELEASE_UNRESERVED: Sql = Sql {
+    operation: "INSERT",
+    collection: "reservations",
+    text: "INSERT INTO reservations (order_id, status, total_cents, created_at) VALUES ($1, 'released', 0, $2) ON CONFLICT (order_id) DO NOTHING",
+};
 const RETURN_STOCK: Sql = Sql {
     operation: "UPDATE",
     collection: "products",
@@ -205,7 +210,9 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()?;
         Ok(Reservation {
             order_id: order_id.to_owned(),
-            status: parse_status(&status),
+            status: ReservationStatus::parse(&status).ok_or_else(|| {
+                sqlx::Error::Decode(format!("reservation status {status}").into())
+            })?,
             items,
             total_cents: row.try_get("total_cents")?,
         })
@@ -218,7 +225,8 @@ impl Store {
     }
 
     /// Puts the reserved stock back. Releasing a released reservation is a no-op; releasing a
-    /// committed one is a conflict.
+    /// committed one is a conflict; releasing an order with no reservation records it released,
+    /// so a late reserve for it takes nothing.
     pub async fn release(&self, order_id: &str) -> Result<Reservation, ApiError> {
         self.finish(order_id, ReservationStatus::Released).await
     }
@@ -226,7 +234,7 @@ impl Store {
     async fn finish(&self, order_id: &str, to: ReservationStatus) -> Result<Reservation, ApiError> {
         let mut tx = self.db.pool.begin().traced(tracing::Span::none()).await?;
         let changed = sqlx::query(SET_STATUS.text)
-            .bind(status_name(to))
+            .bind(to.as_str())
             .bind(order_id)
             .execute(&mut *tx)
             .traced(self.db.span(&SET_STATUS))
@@ -238,31 +246,25 @@ impl Store {
                 .execute(&mut *tx)
                 .traced(self.db.span(&RETURN_STOCK))
                 .await?;
+        } else if changed == 0 && to == ReservationStatus::Released {
+            // Releasing what was never reserved leaves a released reservation behind, so that a
+            // reserve still on its way (its caller gave up waiting) finds the order given up
+            // instead of holding stock for it forever.
+            sqlx::query(RELEASE_UNRESERVED.text)
+                .bind(order_id)
+                .bind(now())
+                .execute(&mut *tx)
+                .traced(self.db.span(&RELEASE_UNRESERVED))
+                .await?;
         }
         tx.commit().traced(tracing::Span::none()).await?;
         let reservation = self.reservation(order_id).await?;
         if reservation.status != to {
             return Err(ApiError::Conflict {
                 order_id: order_id.to_owned(),
-                status: status_name(reservation.status).to_owned(),
+                status: reservation.status.as_str().to_owned(),
             });
         }
         Ok(reservation)
-    }
-}
-
-fn status_name(status: ReservationStatus) -> &'static str {
-    match status {
-        ReservationStatus::Reserved => "reserved",
-        ReservationStatus::Committed => "committed",
-        ReservationStatus::Released => "released",
-    }
-}
-
-fn parse_status(name: &str) -> ReservationStatus {
-    match name {
-        "committed" => ReservationStatus::Committed,
-        "released" => ReservationStatus::Released,
-        _ => ReservationStatus::Reserved,
     }
 }

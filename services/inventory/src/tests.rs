@@ -171,3 +171,23 @@ async fn a_request_for_more_than_the_stock_is_409_problem_json() {
         "application/problem+json"
     );
 }
+
+#[tokio::test]
+async fn a_reserve_arriving_after_its_release_takes_no_stock() {
+    let _spans = CapturedSpans::start();
+    for db in databases(&MIGRATIONS).await {
+        let store = Store::new(db);
+        let before = stock(&store, "TRAIL-CAP").await;
+
+        let released = store.release("o-late").await.unwrap();
+        let (late, created) = store
+            .reserve("o-late", &[line("TRAIL-CAP", 2)])
+            .await
+            .unwrap();
+
+        assert_eq!(released.status, ReservationStatus::Released);
+        assert!(!created);
+        assert_eq!(late.status, ReservationStatus::Released);
+        assert_eq!(stock(&store, "TRAIL-CAP").await, before);
+    }
+}

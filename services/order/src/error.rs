@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ordertrail_shared::api::Order;
+use ordertrail_shared::api::{Order, OrderStatus};
 use ordertrail_shared::problem::Problem;
 
 use crate::saga::CheckoutError;
@@ -22,7 +22,8 @@ pub enum ApiError {
     /// 404: no such order.
     #[error("no order {0}")]
     NotFound(String),
-    /// 402, 409, 422 or 503: the checkout failed; the order is `failed`.
+    /// 402, 409, 422 or 503: the checkout failed; the order is `failed`, or open while its
+    /// compensation waits for a service.
     #[error(transparent)]
     Checkout(#[from] CheckoutError),
     /// 500: the database failed; the detail stays in the log.
@@ -50,33 +51,68 @@ impl ApiError {
                 Problem::new(StatusCode::NOT_FOUND, "order not found").with_detail(self.to_string())
             }
             Self::Checkout(CheckoutError::Failed { order, failure }) => {
-                Problem::new(failure.status(), "checkout failed")
-                    .with_type(format!("/problems/{}", failure.kind().replace('_', "-")))
-                    .with_detail(failure.to_string())
+                Problem::new(failure.status, "checkout failed")
+                    .with_type(format!("/problems/{}", failure.code.replace('_', "-")))
+                    .with_detail(failure.detail.as_str())
                     .with("order_id", order.order_id.as_str())
                     .with("order_status", order.status.as_str())
-                    .with("reason", failure.kind())
+                    .with("reason", failure.code.as_str())
+            }
+            // Not an error: the handler answers 202 with the order (see `checkout_answer`).
+            Self::Checkout(CheckoutError::Pending(order)) => {
+                Problem::new(StatusCode::ACCEPTED, "order paid, stock pending")
+                    .with("order_id", order.order_id.as_str())
             }
             Self::Checkout(CheckoutError::Database(err)) | Self::Database(err) => {
-                tracing::error!(error = err as &dyn std::error::Error, error.type = "database", "request failed");
-                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                Problem::internal(err)
             }
         }
     }
 }
 
-/// The answer to a checkout, as status and JSON body: the order when confirmed, the problem
-/// otherwise. It is what the client gets and what an idempotency key replays.
-pub fn checkout_answer(outcome: Result<Order, CheckoutError>) -> (StatusCode, String) {
-    match outcome {
-        Ok(order) => (StatusCode::CREATED, serde_json::json!(order).to_string()),
+/// The answer to a checkout: `201` with the confirmed order, `202` with a paid order whose
+/// stock is still to be committed, or the problem of a failed one.
+#[derive(Debug)]
+pub struct Answer {
+    /// The status.
+    pub status: StatusCode,
+    /// The JSON body.
+    pub body: String,
+    /// True when the order is confirmed or failed: only such an answer is kept for an
+    /// idempotency key, so that a replay never contradicts the order's final state.
+    pub terminal: bool,
+}
+
+/// The [`Answer`] to a checkout's outcome.
+pub fn checkout_answer(outcome: Result<Order, CheckoutError>) -> Answer {
+    let (status, body, order_status) = match outcome {
+        Ok(order) => (
+            StatusCode::CREATED,
+            serde_json::json!(order),
+            Some(order.status),
+        ),
+        Err(CheckoutError::Pending(order)) => (
+            StatusCode::ACCEPTED,
+            serde_json::json!(order),
+            Some(order.status),
+        ),
         Err(err) => {
+            let order_status = match &err {
+                CheckoutError::Failed { order, .. } => Some(order.status),
+                _ => None,
+            };
             let problem = ApiError::from(err).problem();
             (
                 problem.status_code(),
-                serde_json::json!(problem).to_string(),
+                serde_json::json!(problem),
+                order_status,
             )
         }
+    };
+    Answer {
+        status,
+        body: body.to_string(),
+        terminal: order_status.is_some_and(OrderStatus::is_terminal),
     }
 }
 

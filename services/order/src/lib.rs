@@ -13,7 +13,7 @@ mod store;
 
 use axum::Router;
 use ordertrail_shared::db::Database;
-use ordertrail_shared::http::{ServiceClient, health_routes, traced};
+use ordertrail_shared::http::{ServiceClient, health_routes, serve, traced};
 
 pub use config::Config;
 pub use error::ApiError;
@@ -57,9 +57,7 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(server.address = %listener.local_addr()?, "order listening");
     let app = router(AppState { store, saga });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    serve(listener, app, shutdown).await?;
     Ok(())
 }
 

@@ -7,13 +7,15 @@ use axum::routing::{get, post};
 use axum::{Json as JsonResponse, Router};
 use ordertrail_shared::api::{Order, PlaceOrder};
 use ordertrail_shared::http::Json;
-use ordertrail_shared::problem::PROBLEM_JSON;
+use ordertrail_shared::problem::{PROBLEM_JSON, Problem};
 use ordertrail_shared::telemetry::current_trace_id;
 use serde_json::json;
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::AppState;
 use crate::error::{ApiError, checkout_answer};
-use crate::store::KeyClaim;
+use crate::store::{KeyClaim, NewOrder};
 
 /// The header a client sets to make a retried POST safe.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -24,8 +26,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/orders/{order_id}", get(order))
 }
 
-/// Creates the order and runs the checkout: 201 when confirmed, a problem when it failed. With
-/// an `Idempotency-Key` the answer is kept and a repeat gets it again.
+/// Creates the order and runs the checkout: 201 when confirmed, 202 when paid with the stock
+/// still to be committed, a problem when it failed. With an `Idempotency-Key` the final answer
+/// is kept and a repeat gets it again.
 async fn place_order(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -42,33 +45,32 @@ async fn place_order(
         }
         None => None,
     };
-    if let Some(key) = &key {
-        match state
-            .store
-            .claim_key(key, &fingerprint(&request), &order_id)
-            .await?
-        {
-            KeyClaim::New => {}
-            KeyClaim::Replay { status, body } => {
-                tracing::info!("idempotent replay");
-                return Ok(stored_response(status, body));
-            }
-            KeyClaim::InProgress { order_id } => return Err(ApiError::InProgress(order_id)),
-            KeyClaim::Mismatch => return Err(ApiError::KeyReused),
-        }
-    }
-
+    let fingerprint = fingerprint(&request);
     let card = request.payment.card_number.masked();
-    state
+    let trace_id = current_trace_id();
+    let new_order = NewOrder {
+        order_id: &order_id,
+        customer_id: &request.customer_id,
+        lines: &request.items,
+        card: &card,
+        trace_id: trace_id.as_deref(),
+    };
+    match state
         .store
         .create(
-            &order_id,
-            &request.customer_id,
-            &request.items,
-            &card,
-            current_trace_id().as_deref(),
+            &new_order,
+            key.as_deref().map(|key| (key, fingerprint.as_str())),
         )
-        .await?;
+        .await?
+    {
+        KeyClaim::New => {}
+        KeyClaim::Replay { status, body } => {
+            tracing::info!("idempotent replay");
+            return Ok(stored_response(status, body));
+        }
+        KeyClaim::InProgress { order_id } => return Err(ApiError::InProgress(order_id)),
+        KeyClaim::Mismatch => return Err(ApiError::KeyReused),
+    }
     tracing::info!(
         event.dataset = "ordertrail.audit",
         event.action = "order-created",
@@ -77,28 +79,40 @@ async fn place_order(
         "order created"
     );
 
-    let (status, body) = checkout_answer(state.saga.checkout(&order_id, request).await);
-    if key.is_some() {
-        state
-            .store
-            .save_response(&order_id, status.as_u16(), &body)
-            .await?;
+    // The saga runs in a task of its own: a caller that hangs up must not stop a checkout
+    // half-way, and the answer is kept for the idempotency key either way.
+    let (saga, store) = (state.saga.clone(), state.store.clone());
+    let checkout = async move {
+        let answer = checkout_answer(saga.checkout(&order_id, request).await);
+        if answer.terminal {
+            store
+                .save_response(&order_id, answer.status.as_u16(), &answer.body)
+                .await?;
+        }
+        Ok::<_, ApiError>(answer)
+    };
+    match tokio::spawn(checkout.in_current_span()).await {
+        Ok(answer) => {
+            let answer = answer?;
+            Ok(stored_response(answer.status.as_u16(), answer.body))
+        }
+        Err(panicked) => Ok(Problem::internal(&panicked).into_response()),
     }
-    Ok(stored_response(status.as_u16(), body))
 }
 
-/// The request as the idempotency check compares it: everything but the card's secrets.
+/// The request as the idempotency check compares it, hashed: the stored fingerprint must not
+/// hold card data (expiry, last four) in clear, and never holds the number or CVC at all.
 fn fingerprint(request: &PlaceOrder) -> String {
     let mut items = request.items.clone();
     items.sort_by(|a, b| a.sku.cmp(&b.sku));
-    let card = request.payment.card_number.masked();
-    json!({
+    let canonical = json!({
         "customer_id": request.customer_id,
         "items": items,
-        "card": card,
+        "card": request.payment.card_number.masked(),
         "expiry": request.payment.expiry,
-    })
-    .to_string()
+    });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A JSON answer from its status and body: problem+json for errors.

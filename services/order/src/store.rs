@@ -2,8 +2,10 @@
 
 use ordertrail_shared::api::{Order, OrderLine, OrderStatus, PricedLine};
 use ordertrail_shared::card::MaskedCard;
-use ordertrail_shared::db::{Database, Sql, Traced, now};
+use ordertrail_shared::db::{Database, Sql, Traced, now, timestamp};
 use sqlx::Row;
+
+use crate::saga::Failure;
 
 const INSERT_ORDER: Sql = Sql {
     operation: "INSERT",
@@ -18,7 +20,7 @@ const INSERT_ITEM: Sql = Sql {
 const SET_STATUS: Sql = Sql {
     operation: "UPDATE",
     collection: "orders",
-    text: "UPDATE orders SET status = $1, failure_reason = $2, updated_at = $3 WHERE order_id = $4",
+    text: "UPDATE orders SET status = $1, failure_reason = COALESCE($2, failure_reason), updated_at = $3 WHERE order_id = $4",
 };
 const SET_TOTAL: Sql = Sql {
     operation: "UPDATE",
@@ -29,6 +31,16 @@ const SET_PRICE: Sql = Sql {
     operation: "UPDATE",
     collection: "order_items",
     text: "UPDATE order_items SET unit_price_cents = $1 WHERE order_id = $2 AND sku = $3",
+};
+const SET_FAILURE: Sql = Sql {
+    operation: "UPDATE",
+    collection: "orders",
+    text: "UPDATE orders SET failure_status = $1, failure_code = $2, failure_reason = $3, updated_at = $4 WHERE order_id = $5",
+};
+const GET_FAILURE: Sql = Sql {
+    operation: "SELECT",
+    collection: "orders",
+    text: "SELECT failure_status, failure_code, failure_reason FROM orders WHERE order_id = $1",
 };
 const GET_ORDER: Sql = Sql {
     operation: "SELECT",
@@ -61,10 +73,25 @@ const SAVE_RESPONSE: Sql = Sql {
     text: "UPDATE idempotency_keys SET response_status = $1, response_body = $2 WHERE order_id = $3 AND response_status IS NULL",
 };
 
+/// A new order, as the request gave it.
+#[derive(Debug)]
+pub struct NewOrder<'a> {
+    /// Its id.
+    pub order_id: &'a str,
+    /// Who orders.
+    pub customer_id: &'a str,
+    /// What, not yet priced.
+    pub lines: &'a [OrderLine],
+    /// Brand and last four digits of the card.
+    pub card: &'a MaskedCard,
+    /// The trace of the request that placed it.
+    pub trace_id: Option<&'a str>,
+}
+
 /// What a claimed idempotency key says about a request.
 #[derive(Debug)]
 pub enum KeyClaim {
-    /// The key is new and now belongs to this request.
+    /// The key is new and now belongs to this request (or no key was given).
     New,
     /// The key was used with the same request, which has finished: answer the same.
     Replay {
@@ -99,25 +126,8 @@ impl Store {
         &self.db
     }
 
-    /// Claims `key` for a request with `fingerprint` that will create `order_id`.
-    pub async fn claim_key(
-        &self,
-        key: &str,
-        fingerprint: &str,
-        order_id: &str,
-    ) -> Result<KeyClaim, sqlx::Error> {
-        let claimed = sqlx::query(CLAIM_KEY.text)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(order_id)
-            .bind(now())
-            .execute(&self.db.pool)
-            .traced(self.db.span(&CLAIM_KEY))
-            .await?
-            .rows_affected();
-        if claimed == 1 {
-            return Ok(KeyClaim::New);
-        }
+    /// What the earlier request that claimed `key` says about a request with `fingerprint`.
+    async fn existing_claim(&self, key: &str, fingerprint: &str) -> Result<KeyClaim, sqlx::Error> {
         let row = sqlx::query(GET_KEY.text)
             .bind(key)
             .fetch_one(&self.db.pool)
@@ -158,36 +168,80 @@ impl Store {
         Ok(())
     }
 
-    /// Creates a pending order with its (not yet priced) lines.
+    /// Creates a pending order with its (not yet priced) lines and, in the same transaction,
+    /// claims its idempotency key (`key`, `fingerprint`), so that a key never points at an
+    /// order that does not exist. Anything but [`KeyClaim::New`] creates nothing.
     pub async fn create(
         &self,
-        order_id: &str,
-        customer_id: &str,
-        lines: &[OrderLine],
-        card: &MaskedCard,
-        trace_id: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
+        order: &NewOrder<'_>,
+        key: Option<(&str, &str)>,
+    ) -> Result<KeyClaim, sqlx::Error> {
         let mut tx = self.db.pool.begin().traced(tracing::Span::none()).await?;
+        if let Some((key, fingerprint)) = key {
+            let claimed = sqlx::query(CLAIM_KEY.text)
+                .bind(key)
+                .bind(fingerprint)
+                .bind(order.order_id)
+                .bind(now())
+                .execute(&mut *tx)
+                .traced(self.db.span(&CLAIM_KEY))
+                .await?
+                .rows_affected();
+            if claimed == 0 {
+                tx.rollback().traced(tracing::Span::none()).await?;
+                return self.existing_claim(key, fingerprint).await;
+            }
+        }
         sqlx::query(INSERT_ORDER.text)
-            .bind(order_id)
-            .bind(customer_id)
-            .bind(&card.brand)
-            .bind(&card.last4)
-            .bind(trace_id)
+            .bind(order.order_id)
+            .bind(order.customer_id)
+            .bind(&order.card.brand)
+            .bind(&order.card.last4)
+            .bind(order.trace_id)
             .bind(now())
             .execute(&mut *tx)
             .traced(self.db.span(&INSERT_ORDER))
             .await?;
-        for line in lines {
+        for line in order.lines {
             sqlx::query(INSERT_ITEM.text)
-                .bind(order_id)
+                .bind(order.order_id)
                 .bind(&line.sku)
                 .bind(line.quantity)
                 .execute(&mut *tx)
                 .traced(self.db.span(&INSERT_ITEM))
                 .await?;
         }
-        tx.commit().traced(tracing::Span::none()).await
+        tx.commit().traced(tracing::Span::none()).await?;
+        Ok(KeyClaim::New)
+    }
+
+    /// Records why the order failed, before its compensation runs.
+    pub async fn set_failure(&self, order_id: &str, failure: &Failure) -> Result<(), sqlx::Error> {
+        sqlx::query(SET_FAILURE.text)
+            .bind(i64::from(failure.status.as_u16()))
+            .bind(&failure.code)
+            .bind(&failure.detail)
+            .bind(now())
+            .bind(order_id)
+            .execute(&self.db.pool)
+            .traced(self.db.span(&SET_FAILURE))
+            .await?;
+        Ok(())
+    }
+
+    /// The failure recorded for `order_id`, if any.
+    pub async fn failure(&self, order_id: &str) -> Result<Option<Failure>, sqlx::Error> {
+        let row = sqlx::query(GET_FAILURE.text)
+            .bind(order_id)
+            .fetch_one(&self.db.pool)
+            .traced(self.db.span(&GET_FAILURE))
+            .await?;
+        let status: Option<i64> = row.try_get("failure_status")?;
+        let code: Option<String> = row.try_get("failure_code")?;
+        let detail: Option<String> = row.try_get("failure_reason")?;
+        Ok(status
+            .zip(code)
+            .map(|(status, code)| Failure::stored(status, code, detail.unwrap_or_default())))
     }
 
     /// Records the reservation: the order is `reserved`, its lines priced and its total set.
@@ -283,9 +337,7 @@ impl Store {
         &self,
         idle_for: std::time::Duration,
     ) -> Result<Vec<String>, sqlx::Error> {
-        let cutoff = (time::OffsetDateTime::now_utc() - idle_for)
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let cutoff = timestamp(time::OffsetDateTime::now_utc() - idle_for);
         // No span: the recovery sweep asks every half minute, and a one-span trace each time
         // would bury the real ones. The orders it finds are recovered in spans of their own.
         sqlx::query(OPEN_ORDERS.text)

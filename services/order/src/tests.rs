@@ -1,15 +1,20 @@
-//! Store tests on SQLite (and PostgreSQL when `ORDERTRAIL_TEST_POSTGRES_URL` is set), and
-//! router tests with the in-memory span exporter.
+//! Store tests on SQLite (and PostgreSQL when `ORDERTRAIL_TEST_POSTGRES_URL` is set), router
+//! tests with the in-memory span exporter, and recovery tests against real inventory and
+//! payment services on local ports.
+
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use ordertrail_shared::api::{OrderLine, OrderStatus, PricedLine};
+use ordertrail_shared::api::{OrderLine, OrderStatus, Payment, PaymentStatus, PricedLine, Product};
 use ordertrail_shared::card::MaskedCard;
 use ordertrail_shared::http::ServiceClient;
 use ordertrail_shared::testing::{CapturedSpans, databases};
+use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::store::KeyClaim;
+use crate::saga::Failure;
+use crate::store::{KeyClaim, NewOrder};
 use crate::{AppState, MIGRATIONS, Saga, Store, router};
 
 fn visa() -> MaskedCard {
@@ -19,62 +24,77 @@ fn visa() -> MaskedCard {
     }
 }
 
+fn mugs(quantity: i64) -> Vec<OrderLine> {
+    vec![OrderLine {
+        sku: "TRAIL-MUG".into(),
+        quantity,
+    }]
+}
+
+async fn create(store: &Store, order_id: &str, key: Option<(&str, &str)>) -> KeyClaim {
+    let (card, lines) = (visa(), mugs(2));
+    let order = NewOrder {
+        order_id,
+        customer_id: "c-1",
+        lines: &lines,
+        card: &card,
+        trace_id: None,
+    };
+    store.create(&order, key).await.unwrap()
+}
+
+/// A client of nothing: every call is refused.
+fn nowhere() -> ServiceClient {
+    ServiceClient::new("http://127.0.0.1:9").unwrap()
+}
+
 #[tokio::test]
 async fn an_idempotency_key_is_new_then_in_progress_then_replayed_and_never_reused() {
     let _spans = CapturedSpans::start();
     for db in databases(&MIGRATIONS).await {
         let store = Store::new(db);
         assert!(matches!(
-            store.claim_key("k", "fp-1", "o-1").await.unwrap(),
+            create(&store, "o-1", Some(("k", "fp-1"))).await,
             KeyClaim::New
         ));
+        let again = create(&store, "o-2", Some(("k", "fp-1"))).await;
         assert!(
-            matches!(store.claim_key("k", "fp-1", "o-2").await.unwrap(), KeyClaim::InProgress { order_id } if order_id == "o-1")
+            matches!(again, KeyClaim::InProgress { ref order_id } if order_id == "o-1"),
+            "{again:?}"
         );
+        assert!(
+            store.get("o-2").await.unwrap().is_none(),
+            "a claimed key creates no second order"
+        );
+
         store
             .save_response("o-1", 201, r#"{"order_id":"o-1"}"#)
             .await
             .unwrap();
         store.save_response("o-1", 500, "later").await.unwrap();
-        match store.claim_key("k", "fp-1", "o-3").await.unwrap() {
+        match create(&store, "o-3", Some(("k", "fp-1"))).await {
             KeyClaim::Replay { status, body } => {
                 assert_eq!((status, body.as_str()), (201, r#"{"order_id":"o-1"}"#))
             }
-            other => panic!("expected a replay, got {other:?}"),
+            other => panic!("expected the first answer, got {other:?}"),
         }
         assert!(matches!(
-            store.claim_key("k", "fp-2", "o-4").await.unwrap(),
+            create(&store, "o-4", Some(("k", "fp-2"))).await,
             KeyClaim::Mismatch
         ));
     }
 }
 
 #[tokio::test]
-async fn an_order_moves_from_pending_through_reserved_to_a_terminal_state() {
+async fn an_order_keeps_its_prices_and_its_recorded_failure() {
     let _spans = CapturedSpans::start();
     for db in databases(&MIGRATIONS).await {
         let store = Store::new(db);
-        let lines = [OrderLine {
-            sku: "TRAIL-MUG".into(),
-            quantity: 2,
-        }];
-        store
-            .create(
-                "o-1",
-                "c-1",
-                &lines,
-                &visa(),
-                Some("4bf92f3577b34da6a3ce929d0e0e4736"),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            store.open_orders(std::time::Duration::ZERO).await.unwrap(),
-            ["o-1"]
-        );
+        create(&store, "o-1", None).await;
+        assert_eq!(store.open_orders(Duration::ZERO).await.unwrap(), ["o-1"]);
         assert!(
             store
-                .open_orders(std::time::Duration::from_secs(60))
+                .open_orders(Duration::from_secs(60))
                 .await
                 .unwrap()
                 .is_empty(),
@@ -94,34 +114,32 @@ async fn an_order_moves_from_pending_through_reserved_to_a_terminal_state() {
         );
         assert_eq!(order.card, Some(visa()));
 
+        assert_eq!(store.failure("o-1").await.unwrap(), None);
         store
-            .set_status(
-                "o-1",
-                OrderStatus::Failed,
-                Some("payment declined: card_declined"),
-            )
+            .set_failure("o-1", &Failure::declined("insufficient_funds"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.failure("o-1").await.unwrap(),
+            Some(Failure::declined("insufficient_funds"))
+        );
+        store
+            .set_status("o-1", OrderStatus::Failed, None)
             .await
             .unwrap();
         let order = store.get("o-1").await.unwrap().unwrap();
         assert_eq!(
             order.failure_reason.as_deref(),
-            Some("payment declined: card_declined")
+            Some("payment declined: insufficient_funds")
         );
-        assert!(
-            store
-                .open_orders(std::time::Duration::ZERO)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(store.open_orders(Duration::ZERO).await.unwrap().is_empty());
     }
 }
 
-/// The order service with upstreams that listen nowhere.
+/// The order service with upstreams that refuse every connection.
 async fn app() -> (axum::Router, Store) {
     let store = Store::new(databases(&MIGRATIONS).await.remove(0));
-    let nowhere = ServiceClient::new("http://127.0.0.1:9").unwrap();
-    let saga = Saga::new(store.clone(), nowhere.clone(), nowhere);
+    let saga = Saga::new(store.clone(), nowhere(), nowhere());
     (
         router(AppState {
             store: store.clone(),
@@ -129,6 +147,13 @@ async fn app() -> (axum::Router, Store) {
         }),
         store,
     )
+}
+
+async fn json_body(response: axum::response::Response) -> Value {
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
 }
 
 #[tokio::test]
@@ -144,15 +169,15 @@ async fn an_unknown_order_is_404_problem_json_with_the_trace_id() {
         response.headers()["content-type"],
         "application/problem+json"
     );
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!(problem["trace_id"].as_str().map(str::len), Some(32));
+    assert_eq!(
+        json_body(response).await["trace_id"].as_str().map(str::len),
+        Some(32)
+    );
 }
 
 #[tokio::test]
-async fn with_inventory_unreachable_the_order_fails_503_and_the_checkout_span_is_an_error() {
+async fn with_inventory_refusing_connections_the_order_fails_503_and_the_checkout_span_is_an_error()
+{
     let spans = CapturedSpans::start();
     let (app, store) = app().await;
     let body = r#"{"customer_id":"c-1","items":[{"sku":"TRAIL-MUG","quantity":1}],"payment":{"card_number":"4242424242424242","expiry":"12/30","cvc":"123"}}"#;
@@ -168,39 +193,57 @@ async fn with_inventory_unreachable_the_order_fails_503_and_the_checkout_span_is
         .unwrap();
 
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let problem = json_body(response).await;
+    assert_eq!(problem["reason"], "service_unavailable");
+    // No connection was made, so nothing was reserved: nothing to release, the order is failed.
     let order = store
         .get(problem["order_id"].as_str().unwrap())
         .await
         .unwrap()
         .unwrap();
-    // The release could not be sent either, so the order stays open for the next start.
-    assert_eq!(order.status, OrderStatus::Pending);
+    assert_eq!(order.status, OrderStatus::Failed);
     let checkout = spans.named("checkout");
     assert!(matches!(
         checkout.status,
         opentelemetry::trace::Status::Error { .. }
     ));
     assert!(checkout.events.iter().any(|e| e.name == "exception"));
+    assert!(
+        spans
+            .spans()
+            .iter()
+            .all(|s| s.name != "POST /reservations/{order_id}/release")
+    );
 }
 
-/// A real inventory service on a free local port, and a client of it.
-async fn inventory() -> ServiceClient {
-    let db = databases(&ordertrail_inventory::MIGRATIONS).await.remove(0);
-    let app = ordertrail_inventory::router(ordertrail_inventory::AppState {
-        store: ordertrail_inventory::Store::new(db),
-    });
+/// A real service on a free local port, and a client of it.
+async fn serve(app: axum::Router) -> ServiceClient {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     ServiceClient::new(&url).unwrap()
 }
 
+async fn inventory() -> ServiceClient {
+    let db = databases(&ordertrail_inventory::MIGRATIONS).await.remove(0);
+    let store = ordertrail_inventory::Store::new(db);
+    serve(ordertrail_inventory::router(
+        ordertrail_inventory::AppState { store },
+    ))
+    .await
+}
+
+async fn payment() -> ServiceClient {
+    let db = databases(&ordertrail_payment::MIGRATIONS).await.remove(0);
+    let store = ordertrail_payment::Store::new(db);
+    serve(ordertrail_payment::router(ordertrail_payment::AppState {
+        store,
+    }))
+    .await
+}
+
 async fn mug_stock(inventory: &ServiceClient) -> i64 {
-    let products: Vec<ordertrail_shared::api::Product> = inventory
+    let products: Vec<Product> = inventory
         .get("/products", "/products")
         .send()
         .await
@@ -215,44 +258,29 @@ async fn mug_stock(inventory: &ServiceClient) -> i64 {
         .stock
 }
 
+async fn reserve_mugs(inventory: &ServiceClient, order_id: &str) {
+    let reserve = json!({"order_id": order_id, "items": mugs(2)});
+    let response = inventory
+        .post("/reservations", "/reservations")
+        .json(&reserve)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}
+
 #[tokio::test]
-async fn a_stalled_order_is_released_and_failed_by_the_recovery_sweep() {
+async fn an_order_stalled_before_payment_is_released_and_failed_by_the_sweep() {
     let _spans = CapturedSpans::start();
     let inventory = inventory().await;
     let store = Store::new(databases(&MIGRATIONS).await.remove(0));
-    let saga = Saga::new(
-        store.clone(),
-        inventory.clone(),
-        ServiceClient::new("http://127.0.0.1:9").unwrap(),
-    );
+    let saga = Saga::new(store.clone(), inventory.clone(), nowhere());
     let before = mug_stock(&inventory).await;
-    // An order that crashed right after its stock was reserved.
-    let lines = [OrderLine {
-        sku: "TRAIL-MUG".into(),
-        quantity: 2,
-    }];
-    assert!(matches!(
-        store.claim_key("k-9", "fp", "o-9").await.unwrap(),
-        KeyClaim::New
-    ));
-    store
-        .create("o-9", "c-1", &lines, &visa(), None)
-        .await
-        .unwrap();
-    let reserve = serde_json::json!({"order_id": "o-9", "items": lines});
-    assert_eq!(
-        inventory
-            .post("/reservations", "/reservations")
-            .json(&reserve)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
-    assert_eq!(mug_stock(&inventory).await, before - 2);
+    // The service stopped right after the stock was reserved.
+    create(&store, "o-9", Some(("k-9", "fp"))).await;
+    reserve_mugs(&inventory, "o-9").await;
 
-    saga.recover_stalled_orders(std::time::Duration::ZERO).await;
+    saga.recover_stalled_orders(Duration::ZERO).await;
 
     let order = store.get("o-9").await.unwrap().unwrap();
     assert_eq!(order.status, OrderStatus::Failed);
@@ -265,7 +293,7 @@ async fn a_stalled_order_is_released_and_failed_by_the_recovery_sweep() {
         before,
         "the reservation was released"
     );
-    match store.claim_key("k-9", "fp", "o-10").await.unwrap() {
+    match create(&store, "o-10", Some(("k-9", "fp"))).await {
         KeyClaim::Replay { status, body } => {
             assert_eq!(status, 503);
             assert!(
@@ -275,4 +303,75 @@ async fn a_stalled_order_is_released_and_failed_by_the_recovery_sweep() {
         }
         other => panic!("a retry with the key gets the recovered answer, not {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_charge_that_may_have_been_taken_is_refunded_before_the_order_fails() {
+    let _spans = CapturedSpans::start();
+    let (inventory, payment) = (inventory().await, payment().await);
+    let store = Store::new(databases(&MIGRATIONS).await.remove(0));
+    let saga = Saga::new(store.clone(), inventory.clone(), payment.clone());
+    let before = mug_stock(&inventory).await;
+    // Reserved and charged, but the charge's answer never came back before the service stopped.
+    create(&store, "o-7", None).await;
+    reserve_mugs(&inventory, "o-7").await;
+    store.set_reserved("o-7", &[], 2900).await.unwrap();
+    let charge = json!({"order_id": "o-7", "amount_cents": 2900, "card": {"card_number": "4242424242424242", "expiry": "12/30", "cvc": "123"}});
+    assert_eq!(
+        payment
+            .post("/payments", "/payments")
+            .json(&charge)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+
+    saga.recover_stalled_orders(Duration::ZERO).await;
+
+    assert_eq!(
+        store.get("o-7").await.unwrap().unwrap().status,
+        OrderStatus::Failed
+    );
+    let refunded: Payment = payment
+        .get("/payments/{order_id}", "/payments/o-7")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refunded.status, PaymentStatus::Refunded);
+    assert_eq!(mug_stock(&inventory).await, before);
+}
+
+#[tokio::test]
+async fn a_paid_order_stays_paid_while_inventory_is_down_and_the_sweep_confirms_it() {
+    let _spans = CapturedSpans::start();
+    let inventory = inventory().await;
+    let store = Store::new(databases(&MIGRATIONS).await.remove(0));
+    create(&store, "o-8", None).await;
+    reserve_mugs(&inventory, "o-8").await;
+    store
+        .set_status("o-8", OrderStatus::Paid, None)
+        .await
+        .unwrap();
+
+    Saga::new(store.clone(), nowhere(), nowhere())
+        .recover_stalled_orders(Duration::ZERO)
+        .await;
+    assert_eq!(
+        store.get("o-8").await.unwrap().unwrap().status,
+        OrderStatus::Paid,
+        "never failed while paid"
+    );
+
+    Saga::new(store.clone(), inventory, nowhere())
+        .recover_stalled_orders(Duration::ZERO)
+        .await;
+    assert_eq!(
+        store.get("o-8").await.unwrap().unwrap().status,
+        OrderStatus::Confirmed
+    );
 }

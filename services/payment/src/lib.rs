@@ -12,7 +12,7 @@ mod store;
 
 use axum::Router;
 use ordertrail_shared::db::Database;
-use ordertrail_shared::http::{health_routes, traced};
+use ordertrail_shared::http::{health_routes, serve, traced};
 
 pub use config::Config;
 pub use error::ApiError;
@@ -47,9 +47,7 @@ pub async fn run(
     let app = router(AppState {
         store: Store::new(database),
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    serve(listener, app, shutdown).await?;
     Ok(())
 }
 

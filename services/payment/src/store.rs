@@ -49,7 +49,7 @@ impl Store {
         let inserted = sqlx::query(INSERT_PAYMENT.text)
             .bind(&payment.payment_id)
             .bind(&payment.order_id)
-            .bind(status_name(payment.status))
+            .bind(payment.status.as_str())
             .bind(payment.amount_cents)
             .bind(brand)
             .bind(last4)
@@ -101,11 +101,8 @@ fn payment(row: &AnyRow) -> Result<Payment, sqlx::Error> {
     Ok(Payment {
         payment_id: row.try_get("payment_id")?,
         order_id: row.try_get("order_id")?,
-        status: match status.as_str() {
-            "declined" => PaymentStatus::Declined,
-            "refunded" => PaymentStatus::Refunded,
-            _ => PaymentStatus::Captured,
-        },
+        status: PaymentStatus::parse(&status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("payment status {status}").into()))?,
         amount_cents: row.try_get("amount_cents")?,
         card: MaskedCard {
             brand: row.try_get("card_brand")?,
@@ -113,12 +110,4 @@ fn payment(row: &AnyRow) -> Result<Payment, sqlx::Error> {
         },
         decline_reason: row.try_get("decline_reason")?,
     })
-}
-
-fn status_name(status: PaymentStatus) -> &'static str {
-    match status {
-        PaymentStatus::Captured => "captured",
-        PaymentStatus::Declined => "declined",
-        PaymentStatus::Refunded => "refunded",
-    }
 }

@@ -11,8 +11,9 @@ use serde::Serialize;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-/// How long a call to another service may take in all.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a call to another service may take in all, unless set with
+/// [`ServiceClient::with_timeout`].
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take: a stopped service answers at once, a lost host does not.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -20,19 +21,26 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct ServiceClient {
     http: reqwest::Client,
-    base: reqwest::Url,
+    /// Without a trailing slash; paths start with one.
+    base: String,
 }
 
 impl ServiceClient {
     /// A client for the service at `base_url`.
     pub fn new(base_url: &str) -> anyhow::Result<Self> {
+        Self::with_timeout(base_url, CALL_TIMEOUT)
+    }
+
+    /// A client whose calls may take up to `timeout` (connecting included).
+    pub fn with_timeout(base_url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let base = reqwest::Url::parse(base_url)?;
         let http = reqwest::Client::builder()
-            .timeout(CALL_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(timeout)
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .build()?;
         Ok(Self {
             http,
-            base: reqwest::Url::parse(base_url)?,
+            base: base.as_str().trim_end_matches('/').to_owned(),
         })
     }
 
@@ -47,7 +55,8 @@ impl ServiceClient {
     }
 
     fn call(&self, method: Method, route: &'static str, path: &str) -> Call {
-        let url = self.base.join(path).unwrap_or_else(|_| self.base.clone());
+        // A path that makes no valid URL fails when the call is sent, as an error.
+        let url = format!("{}{path}", self.base);
         Call {
             route,
             request: self.http.request(method, url),

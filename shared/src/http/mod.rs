@@ -7,4 +7,4 @@ mod server;
 
 pub use client::{Call, ServiceClient};
 pub use json::Json;
-pub use server::{health_routes, traced};
+pub use server::{health_routes, serve, traced, traced_edge};

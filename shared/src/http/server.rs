@@ -1,7 +1,8 @@
 //! The server side of a hop: one server span per request, parented on the caller's
 //! `traceparent`, carrying its `baggage`, and the `traceresponse` header on the way out.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -13,19 +14,72 @@ use opentelemetry::baggage::BaggageExt;
 use opentelemetry::global;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_http::HeaderExtractor;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::db::Database;
 
-/// Wraps every route of `router` in a server span. Routes merged afterwards (health checks)
-/// make no spans.
-pub fn traced<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
-    router.layer(middleware::from_fn(trace_request))
+/// How long in-flight requests may run on after the shutdown signal: the rest of the
+/// ten seconds compose and `up` allow goes to flushing telemetry.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether a service takes its callers' baggage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Baggage {
+    /// Internal services: the baggage comes from the gateway.
+    Trusted,
+    /// The public edge: a caller must not be able to set `customer.id` or send arbitrary
+    /// entries on to the internal services.
+    Dropped,
 }
 
-async fn trace_request(request: Request, next: Next) -> Response {
+/// Wraps every route of an internal service's `router` in a server span that continues the
+/// caller's trace and baggage. Routes merged afterwards (health checks) make no spans.
+pub fn traced<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router.layer(middleware::from_fn_with_state(
+        Baggage::Trusted,
+        trace_request,
+    ))
+}
+
+/// Like [`traced`], for the public edge: the caller's trace is continued but its baggage is
+/// dropped.
+pub fn traced_edge<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router.layer(middleware::from_fn_with_state(
+        Baggage::Dropped,
+        trace_request,
+    ))
+}
+
+/// Serves `app` until `shutdown` completes, then lets in-flight requests finish for at most
+/// [`DRAIN_TIMEOUT`].
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stopping = Arc::new(Notify::new());
+    let signal = stopping.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        signal.notify_one();
+    });
+    tokio::select! {
+        served = server => served,
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => {
+            tracing::warn!("requests still running after the drain timeout are cut off");
+            Ok(())
+        }
+    }
+}
+
+async fn trace_request(State(baggage): State<Baggage>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let route = request
         .extensions()
@@ -35,9 +89,12 @@ async fn trace_request(request: Request, next: Next) -> Response {
         Some(route) => format!("{method} {route}"),
         None => method.to_string(),
     };
-    let parent = global::get_text_map_propagator(|propagator| {
+    let mut parent = global::get_text_map_propagator(|propagator| {
         propagator.extract(&HeaderExtractor(request.headers()))
     });
+    if baggage == Baggage::Dropped {
+        parent = parent.with_cleared_baggage();
+    }
     let span = tracing::info_span!(
         "http.server",
         otel.name = name,
