@@ -58,6 +58,13 @@ pub async fn run() -> anyhow::Result<()> {
         let mut command = Command::new(&exe);
         command
             .args(["serve", role])
+            // A variable exported for one service (DATABASE_URL, say) must not reach all four:
+            // each child gets its own defaults (SQLite under ./var, siblings on 127.0.0.1).
+            .env_remove("DATABASE_URL")
+            .env_remove("ORDER_URL")
+            .env_remove("PAYMENT_URL")
+            .env_remove("INVENTORY_URL")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .env("OTEL_SERVICE_NAME", role)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())
@@ -127,8 +134,9 @@ async fn first_exit(children: &mut [(&'static str, Child)]) -> &'static str {
     futures::future::select_all(waits).await.0
 }
 
-/// SIGTERM to every child, callers first so no request is cut off mid-saga, then SIGKILL to
-/// any that has not stopped within [`STOP_TIMEOUT`].
+/// SIGTERM to every child, callers first, then SIGKILL to any that has not stopped within
+/// [`STOP_TIMEOUT`]. (Ctrl-C in a terminal also reaches the children directly, as SIGINT to the
+/// whole process group; each then drains its own requests.)
 async fn stop(children: &mut Vec<(&'static str, Child)>) {
     while let Some((role, mut child)) = children.pop() {
         if let Some(pid) = child.id() {
