@@ -67,3 +67,60 @@ async fn a_trace_read_back_as_jaeger_otlp_json_equals_the_trace_received() {
     );
     assert_eq!(topology_problems(&parsed), Vec::<String>::new());
 }
+
+/// Jaeger v2's answer as the OTLP JSON encoding defines it (hex ids, integer enums, 64-bit
+/// integers as strings, unknown fields ignored), written by hand rather than by the serializer
+/// the parser shares a crate with.
+const JAEGER_ANSWER: &str = r#"{"result":{"resourceSpans":[
+  {"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"gateway"}}]},
+   "scopeSpans":[{"scope":{"name":"ordertrail"},"spans":[
+     {"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"00f067aa0ba902b7","parentSpanId":"",
+      "name":"POST /api/orders","kind":2,"startTimeUnixNano":"1700000000000000000",
+      "endTimeUnixNano":"1700000000050000000","flags":257,
+      "attributes":[{"key":"http.response.status_code","value":{"intValue":"402"}}],
+      "status":{}},
+     {"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"1111111111111111","parentSpanId":"00f067aa0ba902b7",
+      "name":"POST /orders","kind":3,"startTimeUnixNano":"1700000000001000000",
+      "endTimeUnixNano":"1700000000049000000","status":{"code":2,"message":"402"}}]}]},
+  {"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"order"}}]},
+   "scopeSpans":[{"spans":[
+     {"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"2222222222222222","parentSpanId":"1111111111111111",
+      "name":"POST /orders","kind":2,"startTimeUnixNano":"1700000000002000000",
+      "endTimeUnixNano":"1700000000048000000",
+      "events":[{"timeUnixNano":"1700000000040000000","name":"exception"}]}]}]}]}}"#;
+
+#[test]
+fn jaeger_v2_otlp_json_is_read_with_services_kinds_parents_and_errors() {
+    let spans = from_jaeger_json(JAEGER_ANSWER).expect("parses");
+
+    let shape: Vec<(&str, &str, &str, &str, bool)> = spans
+        .iter()
+        .map(|s| {
+            (
+                s.service_name.as_str(),
+                s.name.as_str(),
+                s.kind,
+                s.parent_span_id.as_str(),
+                s.is_error,
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("gateway", "POST /api/orders", "server", "", false),
+            (
+                "gateway",
+                "POST /orders",
+                "client",
+                "00f067aa0ba902b7",
+                true
+            ),
+            ("order", "POST /orders", "server", "1111111111111111", false),
+        ]
+    );
+    assert_eq!(spans[0].attribute("http.response.status_code"), Some("402"));
+    assert_eq!(spans[0].duration_nanos(), 50_000_000);
+    assert_eq!(spans[2].events, ["exception"]);
+    assert_eq!(topology_problems(&spans), Vec::<String>::new());
+}
