@@ -15,7 +15,7 @@
 //! catalogue as many times, recording each request's latency. It prints p50/p90/p99/max per
 //! scenario and endpoint, the errors (any answer but 2xx, or the 402 a declined card expects),
 //! and how long each service took to exit after SIGTERM, which includes its telemetry flush
-//! (bounded at three seconds per backend by the telemetry guard).
+//! (spans and log lines flushed at the same time, within three seconds in total).
 //!
 //! It asserts nothing about timing: compare the rows. Run it with
 //!

@@ -63,12 +63,7 @@ pub struct CapturedSpans {
 impl CapturedSpans {
     /// Installs a subscriber with the OpenTelemetry layer exporting into memory.
     pub fn start() -> Self {
-        opentelemetry::global::set_text_map_propagator(
-            opentelemetry::propagation::TextMapCompositePropagator::new(vec![
-                Box::new(opentelemetry_sdk::propagation::TraceContextPropagator::new()),
-                Box::new(opentelemetry_sdk::propagation::BaggagePropagator::new()),
-            ]),
-        );
+        crate::telemetry::install_propagator();
         let exporter = InMemorySpanExporter::default();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(crate::telemetry::BaggageSpanProcessor::new(&[

@@ -13,9 +13,10 @@ use std::error::Error;
 use std::fmt;
 use std::io::Write;
 
-use opentelemetry::Context;
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::TraceContextExt;
+use opentelemetry::{Context, Key};
+use opentelemetry_sdk::Resource;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -53,25 +54,43 @@ impl LineSink for Stdout {
 pub struct ServiceIdentity {
     name: String,
     dataset: String,
+    version: Option<String>,
+    namespace: Option<String>,
     environment: Option<String>,
 }
 
 impl ServiceIdentity {
-    /// The identity of service `name`, whose lines go to `event.dataset=ordertrail.<name>`.
+    /// The identity the spans of `resource` carry: `service.name`, `service.version`,
+    /// `service.namespace` and, as ECS `service.environment`, `deployment.environment.name`.
+    /// Taking them from the resource the tracer provider uses is what keeps a service's log
+    /// lines and spans in agreement, whatever `OTEL_SERVICE_NAME` and
+    /// `OTEL_RESOURCE_ATTRIBUTES` say.
+    pub fn from_resource(resource: &Resource) -> Self {
+        let get = |key: &'static str| {
+            resource
+                .get(&Key::from_static_str(key))
+                .map(|value| value.as_str().into_owned())
+        };
+        // The SDK always sets service.name; the fallback is its own default.
+        let name = get("service.name").unwrap_or_else(|| "unknown_service".to_owned());
+        Self {
+            dataset: format!("ordertrail.{name}"),
+            name,
+            version: get("service.version"),
+            namespace: get("service.namespace"),
+            environment: get("deployment.environment.name"),
+        }
+    }
+
+    /// An identity from values: service `name` of this build's version, with no environment.
+    /// Services use [`ServiceIdentity::from_resource`]; this is for tests and tools.
     pub fn new(name: &str) -> Self {
-        let environment = std::env::var("OTEL_RESOURCE_ATTRIBUTES")
-            .ok()
-            .and_then(|attrs| {
-                attrs.split(',').find_map(|kv| {
-                    kv.trim()
-                        .strip_prefix("deployment.environment.name=")
-                        .map(str::to_owned)
-                })
-            });
         Self {
             name: name.to_owned(),
             dataset: format!("ordertrail.{name}"),
-            environment,
+            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            namespace: Some("ordertrail".to_owned()),
+            environment: None,
         }
     }
 }
@@ -107,11 +126,16 @@ impl EcsLayer {
         line.insert("log.level".into(), metadata.level().as_str().into());
         line.insert("log.logger".into(), metadata.target().into());
         line.insert("ecs.version".into(), ECS_VERSION.into());
-        line.insert("service.name".into(), self.identity.name.clone().into());
-        line.insert("service.version".into(), env!("CARGO_PKG_VERSION").into());
-        line.insert("service.namespace".into(), "ordertrail".into());
-        if let Some(environment) = &self.identity.environment {
-            line.insert("service.environment".into(), environment.clone().into());
+        let identity = &self.identity;
+        line.insert("service.name".into(), identity.name.clone().into());
+        for (key, value) in [
+            ("service.version", &identity.version),
+            ("service.namespace", &identity.namespace),
+            ("service.environment", &identity.environment),
+        ] {
+            if let Some(value) = value {
+                line.insert(key.into(), value.clone().into());
+            }
         }
         line.entry("event.dataset")
             .or_insert_with(|| self.identity.dataset.clone().into());
@@ -208,13 +232,7 @@ impl Visit for JsonVisitor<'_> {
     }
     /// `error = &err as &dyn Error` becomes ECS `error.message`, with its cause chain.
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
-        let mut message = value.to_string();
-        let mut source = value.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
+        let message = super::error_chain(value);
         let key = if field.name() == "error" {
             "error.message"
         } else {
@@ -224,5 +242,81 @@ impl Visit for JsonVisitor<'_> {
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.put(field, format!("{value:?}").into());
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::KeyValue;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    /// Collects lines in memory.
+    #[derive(Clone, Default)]
+    pub(crate) struct Captured(Arc<Mutex<Vec<Value>>>);
+
+    impl LineSink for Captured {
+        fn write_line(&self, line: &[u8]) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(serde_json::from_slice(line).unwrap());
+        }
+    }
+
+    impl Captured {
+        /// Every line so far.
+        pub(crate) fn lines(&self) -> Vec<Value> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    /// The one line `identity` writes for an event.
+    fn line_of(identity: ServiceIdentity) -> Value {
+        let captured = Captured::default();
+        let layer = EcsLayer::new(identity, vec![Box::new(captured.clone())]);
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            tracing::info!("hello");
+        });
+        let mut lines = captured.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        lines.remove(0)
+    }
+
+    #[test]
+    fn the_service_fields_come_from_the_resource() {
+        let resource = Resource::builder_empty()
+            .with_attributes([
+                KeyValue::new("service.version", "9.9.9"),
+                KeyValue::new("service.namespace", "shop"),
+                KeyValue::new("deployment.environment.name", "staging"),
+            ])
+            .with_service_name("payment")
+            .build();
+        let line = line_of(ServiceIdentity::from_resource(&resource));
+        assert_eq!(line["service.name"], "payment");
+        assert_eq!(line["service.version"], "9.9.9");
+        assert_eq!(line["service.namespace"], "shop");
+        assert_eq!(line["service.environment"], "staging");
+        assert_eq!(line["event.dataset"], "ordertrail.payment");
+    }
+
+    #[test]
+    fn an_error_field_becomes_error_message_with_its_causes() {
+        let captured = Captured::default();
+        let layer = EcsLayer::new(
+            ServiceIdentity::new("test"),
+            vec![Box::new(captured.clone())],
+        );
+        let error = crate::telemetry::tests::Failed(std::io::Error::other("connection reset"));
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            tracing::warn!(error = &error as &dyn Error, "failed");
+        });
+        let line = &captured.lines()[0];
+        assert_eq!(line["error.message"], "charge failed: connection reset");
+        assert!(line.get("error").is_none(), "{line}");
     }
 }

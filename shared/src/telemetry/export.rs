@@ -137,12 +137,12 @@ impl ExportStats {
     fn settle(&self, spans: u64, result: &OTelSdkResult) {
         // Release the batch's places in the queue. Saturating: an exporter used without a
         // `CountingBatchProcessor` in front never took any.
-        let released = self
-            .inner
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                (queued != SETTLED).then(|| queued.saturating_sub(spans))
-            });
+        let released =
+            self.inner
+                .queued
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                    (queued != SETTLED).then(|| queued.saturating_sub(spans))
+                });
         if released.is_err() {
             // Shutdown gave up on this batch and already counted it as dropped.
             return;
@@ -251,7 +251,11 @@ pub struct CountingBatchProcessor {
 
 impl CountingBatchProcessor {
     /// Batches spans for `exporter` through a queue of `capacity` spans, counting into `stats`.
-    pub fn new<E: SpanExporter + 'static>(exporter: E, capacity: usize, stats: ExportStats) -> Self {
+    pub fn new<E: SpanExporter + 'static>(
+        exporter: E,
+        capacity: usize,
+        stats: ExportStats,
+    ) -> Self {
         // The SDK's queue gets the same capacity, set explicitly: it reads
         // OTEL_BSP_MAX_QUEUE_SIZE itself, and must never be the smaller of the two.
         let config = BatchConfigBuilder::default()
@@ -326,7 +330,11 @@ mod tests {
             // The SDK's batch thread blocks on the export, so blocking here is what a hung
             // collector looks like to it.
             let (open, changed) = &*self.0;
-            drop(changed.wait_while(open.lock().unwrap(), |open| !*open).unwrap());
+            drop(
+                changed
+                    .wait_while(open.lock().unwrap(), |open| !*open)
+                    .unwrap(),
+            );
             Ok(())
         }
     }
@@ -359,7 +367,10 @@ mod tests {
         exporter.open();
         provider.force_flush().unwrap();
         provider.shutdown().unwrap();
-        assert_eq!((stats.exported(), stats.dropped(), stats.queued()), (4, 6, 0));
+        assert_eq!(
+            (stats.exported(), stats.dropped(), stats.queued()),
+            (4, 6, 0)
+        );
     }
 
     #[test]
@@ -377,13 +388,19 @@ mod tests {
         // The hung export completes after shutdown gave up on it: not counted again.
         exporter.open();
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!((stats.exported(), stats.dropped(), stats.queued()), (0, 6, 0));
+        assert_eq!(
+            (stats.exported(), stats.dropped(), stats.queued()),
+            (0, 6, 0)
+        );
     }
 
     #[test]
     fn loss_and_recovery_are_reported_once_each() {
         let captured = Captured::default();
-        let layer = EcsLayer::new(ServiceIdentity::new("test"), vec![Box::new(captured.clone())]);
+        let layer = EcsLayer::new(
+            ServiceIdentity::new("test"),
+            vec![Box::new(captured.clone())],
+        );
         let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
         let stats = ExportStats::default();
         let refused = || Err(OTelSdkError::InternalFailure("connection refused".into()));
@@ -413,7 +430,11 @@ mod tests {
         assert_eq!(
             messages,
             [
-                (failing.clone(), 3, "connection refused".to_owned()),
+                (
+                    failing.clone(),
+                    3,
+                    "Operation failed: connection refused".to_owned()
+                ),
                 (recovered.clone(), 5, String::new()),
                 (failing, 6, "the span export queue is full".to_owned()),
                 (recovered, 6, String::new()),

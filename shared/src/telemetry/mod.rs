@@ -1,8 +1,11 @@
-//! Telemetry set-up: traces exported over OTLP/gRPC, logs as ECS JSON lines, W3C propagation.
+//! Telemetry set-up: traces exported over OTLP (gRPC, or HTTP), logs as ECS JSON lines, W3C
+//! propagation.
 //!
 //! [`init`] installs everything once per process and returns a [`TelemetryGuard`] whose drop
-//! flushes and shuts the exporter down. Telemetry is best effort by design: an unreachable
-//! collector means spans are dropped and counted, never a slow or failed request.
+//! flushes spans and shipped log lines. Telemetry is best effort by design: an unreachable
+//! collector means spans are dropped and counted, never a slow or failed request, and a
+//! telemetry setting that cannot be honoured is logged as a warning and replaced by its
+//! default, never a reason for a service not to start.
 
 mod ecs;
 mod export;
@@ -14,20 +17,27 @@ use std::time::Duration;
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry::{Context, KeyValue, global};
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{
+    ExporterBuildError, Protocol, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::resource::EnvResourceDetector;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{
+    OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT, SdkTracerProvider,
+};
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 pub use ecs::{EcsLayer, LineSink, ServiceIdentity, Stdout};
-pub use export::{BaggageSpanProcessor, CountingExporter, ExportStats};
+pub use export::{BaggageSpanProcessor, CountingBatchProcessor, CountingExporter, ExportStats};
 
-/// How long shutdown may spend flushing spans before giving up.
+/// How long shutdown may spend flushing. Spans and Logstash lines are flushed at the same time,
+/// so this is the whole budget: services are killed 10 s after SIGTERM and need most of that
+/// to drain their requests first.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The default filter for log lines when `RUST_LOG` is not set.
@@ -41,7 +51,9 @@ pub const VARIABLES: &[&str] = &[
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
     "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
     "OTEL_TRACES_SAMPLER",
     "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_RESOURCE_ATTRIBUTES",
@@ -74,52 +86,150 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// The OTLP transport, from `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OtlpProtocol {
+    /// `grpc` (the default).
+    #[default]
+    Grpc,
+    /// `http/protobuf`.
+    HttpProtobuf,
+    /// `http/json`.
+    HttpJson,
+}
+
+impl std::str::FromStr for OtlpProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "grpc" => Ok(Self::Grpc),
+            "http/protobuf" => Ok(Self::HttpProtobuf),
+            "http/json" => Ok(Self::HttpJson),
+            other => Err(format!(
+                "unknown OTLP protocol {other:?}: expected grpc, http/protobuf or http/json"
+            )),
+        }
+    }
+}
+
 /// Everything telemetry needs, read from the standard OpenTelemetry environment variables.
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
     /// `service.name`: `OTEL_SERVICE_NAME`, else the role's name.
     pub service_name: String,
-    /// OTLP/gRPC endpoint: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`,
-    /// default `http://localhost:4317`. `None` disables export (`OTEL_SDK_DISABLED=true`).
+    /// The OTLP endpoint spans are sent to, as the exporter uses it. For gRPC:
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`, default
+    /// `http://localhost:4317`. For HTTP: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` with `/v1/traces` appended, default
+    /// `http://localhost:4318/v1/traces`.
+    ///
+    /// `None` when `OTEL_SDK_DISABLED=true`: spans still get ids, logs carry them and the
+    /// context still propagates, but nothing is exported.
     pub otlp_endpoint: Option<String>,
+    /// The OTLP transport; an unknown value is warned about and gRPC used.
+    pub otlp_protocol: OtlpProtocol,
+    /// How many spans may wait for export (`OTEL_BSP_MAX_QUEUE_SIZE`, default 2048); more are
+    /// dropped and counted.
+    pub span_queue_size: usize,
     /// `LOG_FORMAT`: `json` (default) or `pretty`.
     pub log_format: LogFormat,
     /// `RUST_LOG`, default [`DEFAULT_LOG_FILTER`].
     pub log_filter: String,
-    /// `LOGSTASH_ADDR`: `host:port` of a Logstash `tcp` input to ship log lines to as well.
+    /// `LOGSTASH_ADDR`: `host:port` of a Logstash `tcp` input to ship the JSON log lines to as
+    /// well. Ignored, with a warning, when the format is `pretty`.
     pub logstash_addr: Option<String>,
+    /// Settings that could not be honoured, and what is used instead. [`init`] logs each one
+    /// as a warning once logging is up.
+    pub warnings: Vec<String>,
 }
 
 impl TelemetryConfig {
     /// Reads the configuration from the environment, with `default_service_name` for
     /// `service.name` when `OTEL_SERVICE_NAME` is not set.
+    ///
+    /// It does not fail: a value it cannot use is replaced by the default and described in
+    /// [`TelemetryConfig::warnings`]. The `Result` is kept for the callers' `?`.
     pub fn from_env(default_service_name: &str) -> anyhow::Result<Self> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        if let Some(protocol) = var("OTEL_EXPORTER_OTLP_PROTOCOL")
-            && protocol != "grpc"
-        {
-            anyhow::bail!("OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported: use grpc");
+        Ok(Self::from_vars(default_service_name, |name| {
+            std::env::var(name).ok()
+        }))
+    }
+
+    /// [`TelemetryConfig::from_env`] over any source of variables.
+    fn from_vars(default_service_name: &str, var: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let mut warnings = Vec::new();
+        // The variable's value, when it parses; otherwise a warning and `None`.
+        fn parsed<T: std::str::FromStr<Err = String>>(
+            name: &str,
+            value: Option<String>,
+            used: &str,
+            warnings: &mut Vec<String>,
+        ) -> Option<T> {
+            match value?.parse() {
+                Ok(parsed) => Some(parsed),
+                Err(err) => {
+                    warnings.push(format!("{name}: {err}; using {used}"));
+                    None
+                }
+            }
         }
-        let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
-            .unwrap_or_else(|| "http://localhost:4317".to_owned());
-        Ok(Self {
+        let mut protocol = |name: &str| parsed(name, var(name), "grpc", &mut warnings);
+        let otlp_protocol = protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .or_else(|| protocol("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            .unwrap_or_default();
+        let log_format =
+            parsed("LOG_FORMAT", var("LOG_FORMAT"), "json", &mut warnings).unwrap_or_default();
+        let span_queue_size = match var(OTEL_BSP_MAX_QUEUE_SIZE) {
+            // The SDK reads the variable the same way, ignoring what does not parse.
+            Some(size) => size.parse().unwrap_or_else(|_| {
+                warnings.push(format!(
+                    "{OTEL_BSP_MAX_QUEUE_SIZE}={size:?} is not a number; using {OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT}"
+                ));
+                OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT
+            }),
+            None => OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT,
+        };
+        let log_filter = match var("RUST_LOG") {
+            Some(filter) if EnvFilter::try_new(&filter).is_err() => {
+                warnings.push(format!(
+                    "RUST_LOG={filter:?} is not a valid filter; using {DEFAULT_LOG_FILTER}"
+                ));
+                DEFAULT_LOG_FILTER.to_owned()
+            }
+            Some(filter) => filter,
+            None => DEFAULT_LOG_FILTER.to_owned(),
+        };
+        let endpoint = match otlp_protocol {
+            OtlpProtocol::Grpc => var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+                .unwrap_or_else(|| "http://localhost:4317".to_owned()),
+            // OTLP/HTTP: the generic endpoint is a base URL for every signal.
+            OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
+                var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").unwrap_or_else(|| {
+                    let base = var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                        .unwrap_or_else(|| "http://localhost:4318".to_owned());
+                    format!("{}/v1/traces", base.trim_end_matches('/'))
+                })
+            }
+        };
+        let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        Self {
             service_name: var("OTEL_SERVICE_NAME")
                 .unwrap_or_else(|| default_service_name.to_owned()),
             otlp_endpoint: (!disabled).then_some(endpoint),
-            log_format: var("LOG_FORMAT")
-                .map(|v| v.parse())
-                .transpose()
-                .map_err(anyhow::Error::msg)?
-                .unwrap_or_default(),
-            log_filter: var("RUST_LOG").unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned()),
+            otlp_protocol,
+            span_queue_size,
+            log_format,
+            log_filter,
             logstash_addr: var("LOGSTASH_ADDR"),
-        })
+            warnings,
+        }
     }
 }
 
-/// Flushes and shuts down the tracer provider when dropped.
+/// Flushes spans and shipped log lines when dropped.
 #[must_use = "telemetry shuts down when the guard is dropped: bind it to a named variable"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
@@ -135,91 +245,135 @@ impl TelemetryGuard {
 }
 
 impl Drop for TelemetryGuard {
-    /// Flushes spans, then log lines, each within [`SHUTDOWN_TIMEOUT`].
+    /// Flushes spans and log lines at the same time, both within [`SHUTDOWN_TIMEOUT`].
     fn drop(&mut self) {
         let provider = self.provider.take();
         let shipper = self.shipper.take();
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        let shutdown = {
-            let runtime = runtime.clone();
-            move || {
-                if let Some(provider) = provider
-                    && let Err(err) = provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT)
-                {
-                    eprintln!("telemetry shutdown: {err}");
-                }
-                // Blocking on the shipper is only possible from `block_in_place`; on a
-                // current-thread runtime its queued lines are dropped with it.
-                if let (Some(shipper), Some(runtime)) = (shipper, runtime)
-                    && runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-                {
-                    runtime.block_on(shipper.shutdown(SHUTDOWN_TIMEOUT));
-                }
+        // The gRPC channel and the Logstash shipper are tasks on the runtime, so they can only
+        // finish while this thread waits if other threads run them: a multi-threaded runtime,
+        // with `block_in_place` handing this worker's other tasks away meanwhile.
+        match Handle::try_current() {
+            Ok(runtime) if runtime.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| runtime.block_on(flush(provider, shipper)));
             }
-        };
-        // The batch exporter's last flush runs gRPC on the tokio runtime, so a multi-threaded
-        // runtime must keep driving I/O while this thread waits.
-        match runtime {
-            Some(handle)
-                if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
-            {
-                tokio::task::block_in_place(shutdown);
+            _ => {
+                // No thread can run the shipper's task while this one waits: its queued lines
+                // are lost, and counted. Spans still get their bounded attempt.
+                drop(shipper);
+                shut_down_spans(provider);
             }
-            _ => shutdown(),
         }
         self.stats.report_total();
     }
 }
 
-/// Installs the global propagator, the tracer provider and the `tracing` subscriber.
-///
-/// Call it once, first thing in `main`, inside the tokio runtime.
-pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
+/// Flushes spans (the batch processor's thread exports them, so waiting for it blocks) and log
+/// lines concurrently.
+async fn flush(provider: Option<SdkTracerProvider>, shipper: Option<logstash::LogstashShipper>) {
+    let spans = tokio::task::spawn_blocking(move || shut_down_spans(provider));
+    let lines = async {
+        if let Some(shipper) = shipper {
+            shipper.shutdown(SHUTDOWN_TIMEOUT).await;
+        }
+    };
+    let (spans, ()) = tokio::join!(spans, lines);
+    if let Err(err) = spans {
+        eprintln!("telemetry shutdown: {err}");
+    }
+}
+
+fn shut_down_spans(provider: Option<SdkTracerProvider>) {
+    if let Some(provider) = provider
+        && let Err(err) = provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT)
+    {
+        eprintln!("telemetry shutdown: {err}");
+    }
+}
+
+/// Installs the process-wide W3C propagators: trace context (`traceparent`, `tracestate`) and
+/// `baggage`.
+pub fn install_propagator() {
     global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
         Box::new(TraceContextPropagator::new()),
         Box::new(BaggagePropagator::new()),
     ]));
+}
 
+/// Installs the global propagator, the tracer provider and the `tracing` subscriber.
+///
+/// Call it once, first thing in `main`, inside the tokio runtime. It fails only when a global
+/// subscriber is already installed; settings it cannot honour are logged as warnings.
+pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
+    install_propagator();
+    let (subscriber, guard, warnings) = build(config, Box::new(Stdout));
+    subscriber.try_init()?;
+    for warning in warnings {
+        tracing::warn!("telemetry: {warning}");
+    }
+    Ok(guard)
+}
+
+/// The subscriber [`init`] installs, its guard, and the warnings to log once it is installed.
+/// JSON lines go to `stdout` (and to Logstash when configured).
+fn build(
+    config: &TelemetryConfig,
+    stdout: Box<dyn LineSink>,
+) -> (
+    impl tracing::Subscriber + Send + Sync + 'static,
+    TelemetryGuard,
+    Vec<String>,
+) {
+    let mut warnings = config.warnings.clone();
     let stats = ExportStats::default();
-    let provider = match &config.otlp_endpoint {
-        Some(endpoint) => Some(tracer_provider(config, endpoint, stats.clone())?),
-        None => None,
-    };
-    let otel_layer = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("ordertrail"))
-            .with_target(false)
-            .with_level(false)
-            .with_filter(span_filter())
-    });
+    let resource = resource(&config.service_name);
+    let provider = tracer_provider(config, resource.clone(), &stats, &mut warnings);
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("ordertrail"))
+        .with_target(false)
+        .with_level(false)
+        .with_filter(span_filter());
 
-    let env_filter = EnvFilter::try_new(&config.log_filter)?;
-    let identity = ServiceIdentity::new(&config.service_name);
-    let mut sinks: Vec<Box<dyn LineSink>> = vec![Box::new(Stdout)];
-    let shipper = config.logstash_addr.as_ref().map(|addr| {
-        let (sink, shipper) =
-            logstash::LogstashSink::start(addr.clone(), logstash::ShipperConfig::default());
-        sinks.push(Box::new(sink));
-        shipper
+    let env_filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|err| {
+        warnings.push(format!(
+            "log filter {:?}: {err}; using {DEFAULT_LOG_FILTER}",
+            config.log_filter
+        ));
+        EnvFilter::new(DEFAULT_LOG_FILTER)
     });
-    let log_layer = match config.log_format {
-        LogFormat::Json => EcsLayer::new(identity, sinks)
-            .with_filter(env_filter)
-            .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_filter(env_filter)
-            .boxed(),
+    let (log_layer, shipper) = match config.log_format {
+        LogFormat::Json => {
+            let mut sinks = vec![stdout];
+            let shipper = config.logstash_addr.as_ref().map(|addr| {
+                let (sink, shipper) =
+                    logstash::LogstashSink::start(addr.clone(), logstash::ShipperConfig::default());
+                sinks.push(Box::new(sink));
+                shipper
+            });
+            // Log lines name the service exactly as its spans do.
+            let identity = ServiceIdentity::from_resource(&resource);
+            let layer = EcsLayer::new(identity, sinks).with_filter(env_filter);
+            (layer.boxed(), shipper)
+        }
+        LogFormat::Pretty => {
+            // Logstash takes JSON lines only; a shipper here would have nothing to ship.
+            if let Some(addr) = &config.logstash_addr {
+                warnings.push(format!(
+                    "LOGSTASH_ADDR={addr} is ignored with LOG_FORMAT=pretty: only JSON lines are shipped"
+                ));
+            }
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(env_filter);
+            (layer.boxed(), None)
+        }
     };
-    Registry::default()
-        .with(otel_layer)
-        .with(log_layer)
-        .try_init()?;
-    Ok(TelemetryGuard {
-        provider,
+    let subscriber = Registry::default().with(otel_layer).with(log_layer);
+    let guard = TelemetryGuard {
+        provider: Some(provider),
         shipper,
         stats,
-    })
+    };
+    (subscriber, guard, warnings)
 }
 
 /// Spans of our own crates only: the exporter's HTTP/2 and gRPC stack must not trace itself.
@@ -244,22 +398,72 @@ fn span_filter() -> Targets {
         )
 }
 
+/// The tracer provider: spans sampled (from `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`,
+/// read by the SDK, default parent-based always-on), then batched and exported.
+///
+/// Without an endpoint (`OTEL_SDK_DISABLED=true`), or when the exporter cannot be built, it has
+/// no processor at all: spans still get ids, so logs, `traceresponse`, problem `trace_id` and
+/// outgoing `traceparent` still work, but nothing is queued or exported.
 fn tracer_provider(
     config: &TelemetryConfig,
+    resource: Resource,
+    stats: &ExportStats,
+    warnings: &mut Vec<String>,
+) -> SdkTracerProvider {
+    let provider = SdkTracerProvider::builder().with_resource(resource);
+    let Some(endpoint) = &config.otlp_endpoint else {
+        return provider.build();
+    };
+    match otlp_exporter(config.otlp_protocol, endpoint) {
+        Ok(exporter) => provider
+            .with_span_processor(BaggageSpanProcessor::new(&[crate::CUSTOMER_ID]))
+            .with_span_processor(CountingBatchProcessor::new(
+                exporter,
+                config.span_queue_size,
+                stats.clone(),
+            ))
+            .build(),
+        Err(err) => {
+            warnings.push(format!(
+                "cannot export spans to {endpoint}: {err}; spans are not exported"
+            ));
+            provider.build()
+        }
+    }
+}
+
+/// The OTLP span exporter for `protocol`, sending to `endpoint` as given.
+///
+/// It never retries. The exporter's default policy retries a failed batch up to three times
+/// with backoff, during which its single thread exports nothing else, the queue fills and, at
+/// shutdown, the flush spends its whole budget on a collector that refuses connections.
+/// Telemetry is best effort: the next batch is the retry.
+///
+/// gRPC needs to be built inside the tokio runtime, whose tasks drive its channel. HTTP uses
+/// reqwest's blocking client, which runs on its own thread: the batch processor's thread calls
+/// the exporter outside any runtime.
+fn otlp_exporter(
+    protocol: OtlpProtocol,
     endpoint: &str,
-    stats: ExportStats,
-) -> anyhow::Result<SdkTracerProvider> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()?;
-    // The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, read by the SDK,
-    // whose default is parent-based always-on.
-    Ok(SdkTracerProvider::builder()
-        .with_resource(resource(&config.service_name))
-        .with_span_processor(BaggageSpanProcessor::new(&[crate::CUSTOMER_ID]))
-        .with_batch_exporter(CountingExporter::new(exporter, stats))
-        .build())
+) -> Result<opentelemetry_otlp::SpanExporter, ExporterBuildError> {
+    let builder = opentelemetry_otlp::SpanExporter::builder;
+    let http = |protocol| {
+        builder()
+            .with_http()
+            .with_protocol(protocol)
+            .with_endpoint(endpoint)
+            .with_retry_policy(RetryPolicy::disabled())
+            .build()
+    };
+    match protocol {
+        OtlpProtocol::Grpc => builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_retry_policy(RetryPolicy::disabled())
+            .build(),
+        OtlpProtocol::HttpProtobuf => http(Protocol::HttpBinary),
+        OtlpProtocol::HttpJson => http(Protocol::HttpJson),
+    }
 }
 
 /// `service.*` and `deployment.environment.name`, overridable by `OTEL_RESOURCE_ATTRIBUTES`;
@@ -287,16 +491,24 @@ pub fn current_trace_id() -> Option<String> {
         .then(|| span_context.trace_id().to_string())
 }
 
+/// `error` and its causes, outermost first, joined by `": "`: the one rendering of an error
+/// that spans (status, `exception.message`) and log lines (`error.message`) share.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
 /// Marks `span` failed: status Error, `error.type`, and an `exception` event carrying the
 /// error's message and cause chain. It writes no log line; the caller decides on that.
 pub fn record_error(span: &tracing::Span, error_type: &str, error: &dyn std::error::Error) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message = format!("{message}: {cause}");
-        source = cause.source();
-    }
+    let message = error_chain(error);
     span.set_status(opentelemetry::trace::Status::error(message.clone()));
     span.set_attribute("error.type", error_type.to_owned());
     span.add_event(
@@ -307,3 +519,6 @@ pub fn record_error(span: &tracing::Span, error_type: &str, error: &dyn std::err
         ],
     );
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

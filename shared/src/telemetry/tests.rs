@@ -1,0 +1,341 @@
+//! Tests of the set-up in `mod.rs`: configuration, the assembled subscriber, the exporters and
+//! the guard's shutdown.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use opentelemetry::InstrumentationScope;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState, Tracer as _,
+};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
+
+use super::*;
+use crate::telemetry::ecs::tests::Captured;
+
+/// An error with a cause, for the cause-chain tests.
+#[derive(Debug, thiserror::Error)]
+#[error("charge failed")]
+pub(crate) struct Failed(#[source] pub(crate) std::io::Error);
+
+fn config(vars: &[(&str, &str)]) -> TelemetryConfig {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    TelemetryConfig::from_vars("order", |name| vars.get(name).cloned())
+}
+
+/// A port on 127.0.0.1 where nothing listens.
+fn refused_endpoint() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}")
+}
+
+fn span_data() -> SpanData {
+    SpanData {
+        span_context: SpanContext::new(
+            TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
+            SpanId::from(0x00f0_67aa_0ba9_02b7),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: SpanId::INVALID,
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Internal,
+        name: "test".into(),
+        start_time: SystemTime::now(),
+        end_time: SystemTime::now(),
+        attributes: Vec::new(),
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status: Status::Unset,
+        instrumentation_scope: InstrumentationScope::builder("test").build(),
+    }
+}
+
+#[test]
+fn error_chain_joins_the_causes_outermost_first() {
+    let error = Failed(std::io::Error::other("connection reset"));
+    assert_eq!(error_chain(&error), "charge failed: connection reset");
+}
+
+#[test]
+fn defaults_are_grpc_on_localhost_with_json_logs() {
+    let config = config(&[]);
+    assert_eq!(config.service_name, "order");
+    assert_eq!(config.otlp_protocol, OtlpProtocol::Grpc);
+    assert_eq!(
+        config.otlp_endpoint.as_deref(),
+        Some("http://localhost:4317")
+    );
+    assert_eq!(config.span_queue_size, OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT);
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
+fn settings_that_cannot_be_used_are_warned_about_and_defaulted() {
+    let config = config(&[
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "zipkin"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "lots"),
+        ("LOG_FORMAT", "xml"),
+        ("RUST_LOG", "info,[{=broken"),
+    ]);
+    assert_eq!(config.otlp_protocol, OtlpProtocol::Grpc);
+    assert_eq!(
+        config.otlp_endpoint.as_deref(),
+        Some("http://collector:4317")
+    );
+    assert_eq!(config.span_queue_size, OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT);
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert_eq!(config.log_filter, DEFAULT_LOG_FILTER);
+    let warnings = config.warnings.join("\n");
+    for variable in [
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_BSP_MAX_QUEUE_SIZE",
+        "LOG_FORMAT",
+        "RUST_LOG",
+    ] {
+        assert!(warnings.contains(variable), "{variable} in {warnings}");
+    }
+}
+
+#[test]
+fn http_endpoints_follow_the_otlp_http_rules() {
+    let http = |vars: &[(&str, &str)]| {
+        let mut vars = vars.to_vec();
+        vars.push(("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"));
+        let config = config(&vars);
+        assert_eq!(config.otlp_protocol, OtlpProtocol::HttpProtobuf);
+        config.otlp_endpoint.unwrap()
+    };
+    assert_eq!(http(&[]), "http://localhost:4318/v1/traces");
+    // The generic endpoint is a base for every signal; the traces one is used as it is.
+    assert_eq!(
+        http(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")]),
+        "http://collector:4318/v1/traces"
+    );
+    assert_eq!(
+        http(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://collector/otlp"
+        )]),
+        "http://collector/otlp"
+    );
+    // The traces-specific protocol wins.
+    let config = config(&[
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+    ]);
+    assert_eq!(config.otlp_protocol, OtlpProtocol::HttpJson);
+}
+
+#[test]
+fn with_the_sdk_disabled_spans_still_get_ids_that_logs_and_propagation_carry() {
+    let config = config(&[("OTEL_SDK_DISABLED", "true")]);
+    assert_eq!(config.otlp_endpoint, None);
+    let captured = Captured::default();
+    let (subscriber, guard, warnings) = build(&config, Box::new(captured.clone()));
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    let (trace_id, headers) = tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("request");
+        let _entered = span.enter();
+        tracing::info!("inside");
+        let mut headers = HashMap::new();
+        TraceContextPropagator::new().inject_context(&Context::current(), &mut headers);
+        (current_trace_id(), headers)
+    });
+
+    let trace_id = trace_id.expect("a trace id with the SDK disabled");
+    let line = &captured.lines()[0];
+    assert_eq!(line["trace.id"], trace_id.as_str());
+    assert!(line["span.id"].is_string(), "{line}");
+    assert!(headers["traceparent"].contains(&trace_id), "{:?}", headers);
+    drop(guard);
+}
+
+#[test]
+fn log_lines_name_the_service_as_its_spans_do() {
+    let config = config(&[("OTEL_SDK_DISABLED", "true")]);
+    let captured = Captured::default();
+    let (subscriber, _guard, _) = build(&config, Box::new(captured.clone()));
+    tracing::subscriber::with_default(subscriber, || tracing::info!("hello"));
+    let spans_say = resource("order");
+    let line = &captured.lines()[0];
+    for (log_field, resource_key) in [
+        ("service.name", "service.name"),
+        ("service.version", "service.version"),
+        ("service.namespace", "service.namespace"),
+        ("service.environment", "deployment.environment.name"),
+    ] {
+        let expected = spans_say
+            .get(&opentelemetry::Key::from_static_str(resource_key))
+            .unwrap()
+            .to_string();
+        assert_eq!(line[log_field], expected.as_str(), "{log_field}: {line}");
+    }
+}
+
+#[test]
+fn pretty_logs_start_no_logstash_shipper() {
+    // No runtime here: starting a shipper would panic.
+    let config = config(&[
+        ("OTEL_SDK_DISABLED", "true"),
+        ("LOG_FORMAT", "pretty"),
+        ("LOGSTASH_ADDR", "127.0.0.1:5000"),
+    ]);
+    let (_subscriber, guard, warnings) = build(&config, Box::new(Stdout));
+    assert!(guard.shipper.is_none());
+    assert!(
+        warnings.iter().any(|w| w.contains("LOGSTASH_ADDR")),
+        "{warnings:?}"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_start_the_logstash_shipper() {
+    let config = config(&[
+        ("OTEL_SDK_DISABLED", "true"),
+        ("LOGSTASH_ADDR", "127.0.0.1:5000"),
+    ]);
+    let (_subscriber, mut guard, warnings) = build(&config, Box::new(Stdout));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let shipper = guard.shipper.take().expect("a shipper");
+    shipper.shutdown(Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn a_refused_grpc_export_fails_at_once_without_retrying() {
+    let exporter = otlp_exporter(OtlpProtocol::Grpc, &refused_endpoint()).unwrap();
+    let started = Instant::now();
+    let result = exporter.export(vec![span_data()]).await;
+    assert!(result.is_err());
+    // The exporter's default policy would sleep at least 100 + 200 + 400 ms between retries.
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// One OTLP/HTTP request as a collector saw it.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+/// An OTLP/HTTP collector on 127.0.0.1 accepting every request.
+async fn http_collector() -> (String, Arc<Mutex<Vec<Received>>>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let store = received.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let store = store.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            store.lock().unwrap().push(Received {
+                path: parts.uri.path().to_owned(),
+                content_type: parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned(),
+                body: body.to_vec(),
+            });
+            ""
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_http_from_the_batch_thread() {
+    let (base, received) = http_collector().await;
+    for (protocol, name, content_type) in [
+        ("http/protobuf", "over-protobuf", "application/x-protobuf"),
+        ("http/json", "over-json", "application/json"),
+    ] {
+        let config = config(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &base),
+        ]);
+        let stats = ExportStats::default();
+        let mut warnings = Vec::new();
+        let provider = tracer_provider(&config, resource("order"), &stats, &mut warnings);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        drop(provider.tracer("test").start(name));
+        // The batch thread exports with reqwest's blocking client, outside the runtime.
+        let provider = tokio::task::spawn_blocking(move || {
+            provider.force_flush().unwrap();
+            provider
+        })
+        .await
+        .unwrap();
+        assert_eq!((stats.exported(), stats.dropped()), (1, 0), "{protocol}");
+        let request = received.lock().unwrap().pop().expect("a request");
+        assert_eq!(request.path, "/v1/traces");
+        assert_eq!(request.content_type, content_type);
+        let body = String::from_utf8_lossy(&request.body);
+        assert!(body.contains(name), "{protocol}: {body}");
+        tokio::task::spawn_blocking(move || provider.shutdown().unwrap())
+            .await
+            .unwrap();
+    }
+}
+
+/// An exporter that never finishes a batch, like a collector that accepts and never answers.
+#[derive(Debug)]
+struct Hung;
+
+impl SpanExporter for Hung {
+    async fn export(&self, _batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_spans_and_log_lines_within_one_budget() {
+    let stats = ExportStats::default();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(CountingBatchProcessor::new(Hung, 1, stats.clone()))
+        .build();
+    // The first span's export hangs; the second finds the queue full.
+    drop(provider.tracer("test").start("hung"));
+    drop(provider.tracer("test").start("dropped"));
+    // Nothing listens, so queued lines wait for a connection until the shipper gives up.
+    let addr = refused_endpoint().trim_start_matches("http://").to_owned();
+    let (sink, shipper) = logstash::LogstashSink::start(addr, logstash::ShipperConfig::default());
+    sink.write_line(b"{}");
+    let guard = TelemetryGuard {
+        provider: Some(provider),
+        shipper: Some(shipper),
+        stats: stats.clone(),
+    };
+
+    let started = Instant::now();
+    drop(guard);
+    let took = started.elapsed();
+    // Each gives up at SHUTDOWN_TIMEOUT; one after the other would take twice that.
+    assert!(
+        took >= SHUTDOWN_TIMEOUT && took < SHUTDOWN_TIMEOUT + Duration::from_secs(1),
+        "took {took:?}"
+    );
+    assert_eq!((stats.exported(), stats.dropped()), (0, 2));
+}
