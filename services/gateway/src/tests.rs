@@ -23,6 +23,8 @@ fn order(card: &str) -> Request<Body> {
     );
     Request::post("/api/orders")
         .header("content-type", "application/json")
+        // A caller's baggage stops at the edge: the customer is the one in the body.
+        .header("baggage", "customer.id=someone-else,debug=1")
         .body(Body::from(body))
         .unwrap()
 }
@@ -83,6 +85,12 @@ async fn an_unreachable_order_service_is_503_and_an_error_client_span() {
         "baggage set by the gateway"
     );
     let server = spans.named("POST /api/orders");
+    assert_eq!(
+        attribute(&server, "customer.id").as_deref(),
+        Some("c-1"),
+        "not the caller's baggage"
+    );
+    assert!(attribute(&client, "debug").is_none());
     assert_eq!(client.parent_span_id, server.span_context.span_id());
     assert_eq!(
         attribute(&server, "http.response.status_code").as_deref(),
@@ -92,4 +100,58 @@ async fn an_unreachable_order_service_is_503_and_an_error_client_span() {
         server.status,
         opentelemetry::trace::Status::Error { .. }
     ));
+}
+
+/// An upstream that answers every POST /orders and GET /products, keeping the baggage sent.
+async fn upstream_keeping_baggage() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let kept = seen.clone();
+    let keep = move |headers: axum::http::HeaderMap| {
+        let kept = kept.clone();
+        async move {
+            let baggage = headers
+                .get("baggage")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            kept.lock().unwrap().push(baggage);
+            (StatusCode::OK, "[]")
+        }
+    };
+    let upstream = axum::Router::new()
+        .route("/orders", axum::routing::post(keep.clone()))
+        .route("/products", axum::routing::get(keep));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, upstream).await });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn the_callers_baggage_stops_at_the_edge_and_the_customer_from_the_body_goes_on() {
+    let _spans = CapturedSpans::start();
+    let (url, seen) = upstream_keeping_baggage().await;
+    let config = Config {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        order_url: url.clone(),
+        inventory_url: url,
+    };
+    let app = router(AppState::new(&config).unwrap());
+    let products = Request::get("/api/products")
+        .header("baggage", "customer.id=someone-else,debug=1")
+        .body(Body::empty())
+        .unwrap();
+
+    assert_eq!(
+        app.clone().oneshot(products).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.oneshot(order("4242424242424242"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    assert_eq!(*seen.lock().unwrap(), ["", "customer.id=c-1"]);
 }
