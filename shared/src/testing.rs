@@ -119,3 +119,11 @@ pub fn attribute(span: &SpanData, key: &str) -> Option<String> {
         .find(|kv| kv.key.as_str() == key)
         .map(|kv| kv.value.to_string())
 }
+
+/// The JSON body of a router's response.
+pub async fn json_body(response: axum::response::Response) -> serde_json::Value {
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("a readable body");
+    serde_json::from_slice(&bytes).expect("a JSON body")
+}

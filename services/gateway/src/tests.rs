@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use ordertrail_shared::testing::{CapturedSpans, attribute};
+use ordertrail_shared::testing::{CapturedSpans, attribute, json_body};
 use tower::ServiceExt;
 
 use crate::{AppState, Config, router};
@@ -29,13 +29,6 @@ fn order(card: &str) -> Request<Body> {
         .unwrap()
 }
 
-async fn json(response: axum::response::Response) -> serde_json::Value {
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
 #[tokio::test]
 async fn a_card_number_failing_luhn_is_refused_at_the_edge() {
     let spans = CapturedSpans::start();
@@ -46,7 +39,7 @@ async fn a_card_number_failing_luhn_is_refused_at_the_edge() {
         .to_str()
         .unwrap()
         .to_owned();
-    let problem = json(response).await;
+    let problem = json_body(response).await;
     assert!(trace.contains(problem["trace_id"].as_str().unwrap()));
     assert!(!problem.to_string().contains("4242424242424241"));
     assert!(

@@ -9,8 +9,8 @@ use axum::http::{Request, StatusCode};
 use ordertrail_shared::api::{OrderLine, OrderStatus, Payment, PaymentStatus, PricedLine, Product};
 use ordertrail_shared::card::MaskedCard;
 use ordertrail_shared::http::ServiceClient;
-use ordertrail_shared::testing::{CapturedSpans, databases};
-use serde_json::{Value, json};
+use ordertrail_shared::testing::{CapturedSpans, databases, json_body};
+use serde_json::json;
 use tower::ServiceExt;
 
 use crate::saga::Failure;
@@ -147,13 +147,6 @@ async fn app() -> (axum::Router, Store) {
         }),
         store,
     )
-}
-
-async fn json_body(response: axum::response::Response) -> Value {
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 #[tokio::test]

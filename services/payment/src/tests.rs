@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use ordertrail_shared::testing::{CapturedSpans, attribute, databases};
+use ordertrail_shared::testing::{CapturedSpans, attribute, databases, json_body};
 use tower::ServiceExt;
 
 use crate::{AppState, MIGRATIONS, Store, router};
@@ -16,13 +16,6 @@ fn charge(order_id: &str, card: &str) -> Request<Body> {
         .header("content-type", "application/json")
         .body(Body::from(body))
         .unwrap()
-}
-
-async fn json(response: axum::response::Response) -> serde_json::Value {
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 #[tokio::test]
@@ -38,13 +31,13 @@ async fn a_second_charge_for_an_order_returns_the_first_payment() {
             .await
             .unwrap();
         assert_eq!(first.status(), StatusCode::CREATED);
-        let first = json(first).await;
+        let first = json_body(first).await;
         let again = app
             .oneshot(charge("o-1", "4242424242424242"))
             .await
             .unwrap();
         assert_eq!(again.status(), StatusCode::OK);
-        assert_eq!(json(again).await["payment_id"], first["payment_id"]);
+        assert_eq!(json_body(again).await["payment_id"], first["payment_id"]);
         assert_eq!(
             first["card"],
             serde_json::json!({"brand": "visa", "last4": "4242"})
@@ -70,7 +63,7 @@ async fn a_declined_card_is_402_with_the_reason_and_an_error_span() {
         response.headers()["content-type"],
         "application/problem+json"
     );
-    let problem = json(response).await;
+    let problem = json_body(response).await;
     assert_eq!(problem["reason"], "insufficient_funds");
     assert_eq!(problem["order_id"], "o-2");
     assert_eq!(problem["trace_id"].as_str().map(str::len), Some(32));
