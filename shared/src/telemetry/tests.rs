@@ -10,7 +10,9 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState, Tracer as _,
 };
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
+use opentelemetry_sdk::trace::{
+    OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT, SpanData, SpanEvents, SpanExporter, SpanLinks,
+};
 
 use super::*;
 use crate::telemetry::ecs::tests::Captured;
