@@ -1,7 +1,7 @@
 //! `TestStack`: four services, a trace receiver and their captured log lines.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use ordertrail_shared::telemetry::receiver::{self, ReceivedSpan};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpSocket;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
@@ -33,6 +34,8 @@ pub struct TestStack {
     received: Vec<ReceivedSpan>,
     logs: Arc<Mutex<Vec<Value>>>,
     pub dir: PathBuf,
+    /// Ports of stopped services, held so that calls to them are refused.
+    held: Vec<TcpSocket>,
     http: reqwest::Client,
 }
 
@@ -43,6 +46,18 @@ pub struct Telemetry {
     pub otlp_endpoint: Option<String>,
     /// `LOGSTASH_ADDR`, unset by default.
     pub logstash_addr: Option<String>,
+}
+
+/// A socket bound to `port` on 127.0.0.1 that never listens: while it lives the port is taken
+/// and every connection to it is refused.
+pub fn refusing_socket(port: u16) -> TcpSocket {
+    let socket = TcpSocket::new_v4().unwrap();
+    // The stopped service's connections may linger in TIME_WAIT on this port.
+    socket.set_reuseaddr(true).unwrap();
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        .unwrap();
+    socket
 }
 
 /// An answer from the gateway.
@@ -67,14 +82,6 @@ impl Answer {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl TestStack {
     /// Starts the receiver and the four services, and waits until each is ready.
     pub async fn start() -> Self {
@@ -88,20 +95,25 @@ impl TestStack {
             .unwrap();
         let dir = std::env::temp_dir().join(format!("ordertrail-e2e-{}", uuid_like()));
         std::fs::create_dir_all(&dir).unwrap();
-        let ports: HashMap<&'static str, u16> =
-            ROLES.iter().map(|role| (*role, free_port())).collect();
-        let url = |role: &str| format!("http://127.0.0.1:{}", ports[role]);
         let mut stack = Self {
-            ports: ports.clone(),
+            ports: HashMap::new(),
             children: HashMap::new(),
             requests,
             raw: Vec::new(),
             received: Vec::new(),
             logs: Arc::default(),
             dir: dir.clone(),
+            held: Vec::new(),
             http: reqwest::Client::new(),
         };
+        // Each service binds a port of its own choosing (port 0) and logs it; callees start
+        // first, so their ports are known when their callers start. Picking free ports here
+        // instead would race with every other process binding ports meanwhile.
         for role in ROLES {
+            let url = |role: &str| {
+                let port = stack.ports.get(role).copied().unwrap_or(9);
+                format!("http://127.0.0.1:{port}")
+            };
             let mut command = Command::new(env!("CARGO_BIN_EXE_ordertrail"));
             command
                 .args(["serve", role])
@@ -120,7 +132,7 @@ impl TestStack {
                     "LOGSTASH_ADDR",
                     telemetry.logstash_addr.clone().unwrap_or_default(),
                 )
-                .env("LISTEN_ADDR", format!("127.0.0.1:{}", ports[role]))
+                .env("LISTEN_ADDR", "127.0.0.1:0")
                 .env(
                     "DATABASE_URL",
                     format!("sqlite://{}/{role}.db?mode=rwc", dir.display()),
@@ -145,9 +157,29 @@ impl TestStack {
                 }
             });
             stack.children.insert(role, child);
+            let port = stack.listening_port(role).await;
+            stack.ports.insert(role, port);
             stack.wait_ready(role).await;
         }
         stack
+    }
+
+    /// The port `role` says it listens on, from its "… listening" log line.
+    async fn listening_port(&self, role: &str) -> u16 {
+        for _ in 0..400 {
+            let address = self.logs().into_iter().find_map(|line| {
+                let listening = line["service.name"] == role
+                    && line["message"].as_str()?.ends_with("listening");
+                listening
+                    .then(|| line["server.address"].as_str().map(str::to_owned))
+                    .flatten()
+            });
+            if let Some(address) = address {
+                return address.rsplit(':').next().unwrap().parse().unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{role} never said where it listens");
     }
 
     async fn wait_ready(&self, role: &str) {
@@ -176,6 +208,9 @@ impl TestStack {
             .expect("stopped in time")
             .unwrap();
         assert!(status.success(), "{role} exited with {status}");
+        // Keep its port taken, so that no other test's service can start on it and answer
+        // in its place: connections to it are refused, as to a stopped service.
+        self.held.push(refusing_socket(self.ports[role]));
     }
 
     fn gateway(&self, path: &str) -> String {

@@ -7,22 +7,14 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 
-use crate::support::{GOOD_CARD, Telemetry, TestStack, order};
-
-/// A port on 127.0.0.1 where nothing listens.
-fn refused_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{GOOD_CARD, Telemetry, TestStack, order, refusing_socket};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_collector_down_orders_succeed_and_the_lost_spans_are_counted() {
     let logstash = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = refusing_socket(0);
     let telemetry = Telemetry {
-        otlp_endpoint: Some(format!("http://127.0.0.1:{}", refused_port())),
+        otlp_endpoint: Some(format!("http://{}", collector.local_addr().unwrap())),
         logstash_addr: Some(logstash.local_addr().unwrap().to_string()),
     };
     let stack = TestStack::start_with(telemetry).await;
