@@ -119,6 +119,10 @@ impl Store {
             let existing = self.reservation(order_id).await?;
             return Ok((existing, false));
         }
+        // Rows are locked in SKU order, so two reservations of the same products in a
+        // different order cannot deadlock (PostgreSQL would abort one of them).
+        let mut lines: Vec<&OrderLine> = lines.iter().collect();
+        lines.sort_by(|a, b| a.sku.cmp(&b.sku));
         let mut items = Vec::with_capacity(lines.len());
         for line in lines {
             items.push(self.take_stock(&mut tx, order_id, line).await?);
@@ -250,14 +254,33 @@ impl Store {
             // Releasing what was never reserved leaves a released reservation behind, so that a
             // reserve still on its way (its caller gave up waiting) finds the order given up
             // instead of holding stock for it forever.
-            sqlx::query(RELEASE_UNRESERVED.text)
+            let recorded = sqlx::query(RELEASE_UNRESERVED.text)
                 .bind(order_id)
                 .bind(now())
                 .execute(&mut *tx)
                 .traced(self.db.span(&RELEASE_UNRESERVED))
-                .await?;
+                .await?
+                .rows_affected();
+            if recorded == 0 {
+                // The order has a reservation after all. If it was committed between the two
+                // statements it is still `reserved`: release it now.
+                tx.commit().traced(tracing::Span::none()).await?;
+                if self.reservation(order_id).await?.status == ReservationStatus::Reserved {
+                    return Box::pin(self.finish(order_id, to)).await;
+                }
+                return self.finished(order_id, to).await;
+            }
         }
         tx.commit().traced(tracing::Span::none()).await?;
+        self.finished(order_id, to).await
+    }
+
+    /// The reservation of `order_id`, which must now be `to`.
+    async fn finished(
+        &self,
+        order_id: &str,
+        to: ReservationStatus,
+    ) -> Result<Reservation, ApiError> {
         let reservation = self.reservation(order_id).await?;
         if reservation.status != to {
             return Err(ApiError::Conflict {

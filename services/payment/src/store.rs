@@ -19,6 +19,11 @@ const GET_PAYMENT: Sql = Sql {
     collection: "payments",
     text: "SELECT payment_id, order_id, status, amount_cents, card_brand, card_last4, decline_reason FROM payments WHERE order_id = $1",
 };
+const REFUND_UNCHARGED: Sql = Sql {
+    operation: "INSERT",
+    collection: "payments",
+    text: "INSERT INTO payments (payment_id, order_id, status, amount_cents, card_brand, card_last4, decline_reason, created_at, updated_at) VALUES ($1, $2, 'refunded', 0, '', '', NULL, $3, $3) ON CONFLICT (order_id) DO NOTHING",
+};
 const REFUND: Sql = Sql {
     operation: "UPDATE",
     collection: "payments",
@@ -76,15 +81,26 @@ impl Store {
         Ok(payment(&row)?)
     }
 
-    /// Refunds a captured payment; refunding a refunded one is a no-op.
+    /// Refunds a captured payment; refunding a refunded one is a no-op, refunding a declined one
+    /// is a conflict, and refunding an order never charged records it refunded.
     pub async fn refund(&self, order_id: &str) -> Result<(Payment, bool), ApiError> {
-        let changed = sqlx::query(REFUND.text)
-            .bind(now())
-            .bind(order_id)
-            .execute(&self.db.pool)
-            .traced(self.db.span(&REFUND))
-            .await?
-            .rows_affected();
+        let mut refunded = self.refund_captured(order_id).await?;
+        if !refunded {
+            // Refunding an order never charged records it refunded, so that a charge still on
+            // its way (its caller gave up waiting) finds the order given up and takes nothing.
+            let recorded = sqlx::query(REFUND_UNCHARGED.text)
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(order_id)
+                .bind(now())
+                .execute(&self.db.pool)
+                .traced(self.db.span(&REFUND_UNCHARGED))
+                .await?
+                .rows_affected();
+            if recorded == 0 {
+                // A charge landed between the two statements: refund it.
+                refunded = self.refund_captured(order_id).await?;
+            }
+        }
         let payment = self.get(order_id).await?;
         if payment.status == PaymentStatus::Declined {
             return Err(ApiError::NotRefundable {
@@ -92,7 +108,18 @@ impl Store {
                 status: "declined".into(),
             });
         }
-        Ok((payment, changed == 1))
+        Ok((payment, refunded))
+    }
+
+    async fn refund_captured(&self, order_id: &str) -> Result<bool, sqlx::Error> {
+        let changed = sqlx::query(REFUND.text)
+            .bind(now())
+            .bind(order_id)
+            .execute(&self.db.pool)
+            .traced(self.db.span(&REFUND))
+            .await?
+            .rows_affected();
+        Ok(changed == 1)
     }
 }
 

@@ -101,3 +101,31 @@ async fn a_card_number_failing_luhn_is_422_and_stores_nothing() {
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(store.get("o-3").await.is_err());
 }
+
+#[tokio::test]
+async fn a_charge_arriving_after_its_refund_takes_no_money() {
+    let _spans = CapturedSpans::start();
+    for db in databases(&MIGRATIONS).await {
+        let store = Store::new(db);
+        let app = router(AppState {
+            store: store.clone(),
+        });
+
+        let (refunded, _) = store.refund("o-late").await.unwrap();
+        let late = app
+            .oneshot(charge("o-late", "4242424242424242"))
+            .await
+            .unwrap();
+
+        assert_eq!(
+            refunded.status,
+            ordertrail_shared::api::PaymentStatus::Refunded
+        );
+        assert_eq!(
+            late.status(),
+            StatusCode::OK,
+            "the recorded refund is returned, nothing charged"
+        );
+        assert_eq!(json_body(late).await["status"], "refunded");
+    }
+}

@@ -105,23 +105,22 @@ impl Saga {
                     .fail(order_id, Failure::interrupted(), Undo::Nothing)
                     .await;
             }
-            Err(StepError::Refused(problem)) if problem.status == 409 => {
-                return self
-                    .fail(
-                        order_id,
-                        Failure::out_of_stock(&detail(&problem)),
-                        Undo::Nothing,
-                    )
-                    .await;
-            }
-            Err(StepError::Refused(problem)) => {
-                return self
-                    .fail(
-                        order_id,
-                        Failure::unknown_product(&detail(&problem)),
-                        Undo::Nothing,
-                    )
-                    .await;
+            Err(StepError::Refused {
+                problem,
+                maybe_applied,
+            }) => {
+                // An earlier attempt that timed out may still reserve: release to be sure.
+                let undo = if maybe_applied {
+                    Undo::Release
+                } else {
+                    Undo::Nothing
+                };
+                let failure = if problem.status == 409 {
+                    Failure::out_of_stock(&detail(&problem))
+                } else {
+                    Failure::unknown_product(&detail(&problem))
+                };
+                return self.fail(order_id, failure, undo).await;
             }
             Err(StepError::Unreachable { maybe_applied }) => {
                 let undo = if maybe_applied {
@@ -159,15 +158,21 @@ impl Saga {
                     .fail(order_id, Failure::interrupted(), Undo::Release)
                     .await;
             }
-            Err(StepError::Refused(problem)) => {
+            Err(StepError::Refused {
+                problem,
+                maybe_applied,
+            }) => {
                 let reason = problem
                     .extensions
                     .get("reason")
                     .and_then(|r| r.as_str())
                     .unwrap_or("payment_refused");
-                return self
-                    .fail(order_id, Failure::declined(reason), Undo::Release)
-                    .await;
+                let undo = if maybe_applied {
+                    Undo::RefundAndRelease
+                } else {
+                    Undo::Release
+                };
+                return self.fail(order_id, Failure::declined(reason), undo).await;
             }
             Err(StepError::Unreachable { maybe_applied }) => {
                 let undo = if maybe_applied {
@@ -200,7 +205,7 @@ impl Saga {
                 tracing::info!(order.status = "confirmed", "order confirmed");
                 Ok(self.order(order_id).await?)
             }
-            Err(StepError::Refused(_)) => {
+            Err(StepError::Refused { .. }) => {
                 self.fail(
                     order_id,
                     Failure::reservation_lost(),
@@ -250,26 +255,30 @@ impl Saga {
         })
     }
 
-    /// Refunds and releases as `undo` says. False when a service could not be reached.
+    /// Refunds and releases as `undo` says. False unless each step is known to be done (a
+    /// service that cannot be reached, or an answer showing money still taken or stock still
+    /// held, leaves the order to the sweep).
     async fn undo(&self, order_id: &str, undo: Undo) -> bool {
         if undo == Undo::RefundAndRelease {
             let path = format!("/payments/{order_id}/refund");
-            // 404: nothing was charged; 409: the charge was declined. Both leave nothing to give back.
-            if let Err(StepError::Unreachable { .. }) =
-                retry::<Payment>(|| self.payment.post("/payments/{order_id}/refund", &path)).await
+            match retry::<Payment>(|| self.payment.post("/payments/{order_id}/refund", &path)).await
             {
-                return false;
+                Ok(payment) if payment.status == PaymentStatus::Refunded => {}
+                // 409: the charge was declined, so nothing was taken.
+                Err(StepError::Refused { problem, .. }) if problem.status == 409 => {}
+                _ => return false,
             }
         }
         if undo != Undo::Nothing {
             let path = format!("/reservations/{order_id}/release");
-            if let Err(StepError::Unreachable { .. }) = retry::<Reservation>(|| {
+            match retry::<Reservation>(|| {
                 self.inventory
                     .post("/reservations/{order_id}/release", &path)
             })
             .await
             {
-                return false;
+                Ok(reservation) if reservation.status == ReservationStatus::Released => {}
+                _ => return false,
             }
         }
         true

@@ -15,7 +15,13 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub enum StepError {
     /// The service said no (4xx), with its problem document.
-    Refused(Problem),
+    Refused {
+        /// What it said.
+        problem: Problem,
+        /// True when an earlier attempt had no usable answer and so may have been applied
+        /// (it timed out but may still run).
+        maybe_applied: bool,
+    },
     /// No usable answer on any attempt.
     Unreachable {
         /// False when no attempt reached the service (every connection was refused), so the
@@ -40,7 +46,13 @@ pub async fn retry<T: DeserializeOwned>(make: impl Fn() -> Call) -> Result<T, St
                     backoff *= 2;
                 }
             }
-            outcome => return outcome,
+            Err(StepError::Refused { problem, .. }) => {
+                return Err(StepError::Refused {
+                    problem,
+                    maybe_applied,
+                });
+            }
+            Ok(value) => return Ok(value),
         }
     }
     Err(StepError::Unreachable { maybe_applied })
@@ -65,5 +77,8 @@ async fn send<T: DeserializeOwned>(call: Call) -> Result<T, StepError> {
         .json::<Problem>()
         .await
         .unwrap_or_else(|_| Problem::new(status, status.canonical_reason().unwrap_or("error")));
-    Err(StepError::Refused(problem))
+    Err(StepError::Refused {
+        problem,
+        maybe_applied: false,
+    })
 }
