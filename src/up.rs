@@ -72,7 +72,11 @@ pub async fn run() -> anyhow::Result<()> {
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
         if !endpoint.is_empty() {
-            command.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
+            // The console speaks OTLP over gRPC only.
+            command
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+                .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+                .env_remove("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
         }
         let child = command
             .spawn()
@@ -135,16 +139,20 @@ async fn first_exit(children: &mut [(&'static str, Child)]) -> &'static str {
 }
 
 /// SIGTERM to every child, callers first, then SIGKILL to any that has not stopped within
-/// [`STOP_TIMEOUT`]. (Ctrl-C in a terminal also reaches the children directly, as SIGINT to the
-/// whole process group; each then drains its own requests.)
+/// [`STOP_TIMEOUT`] of the first signal, one deadline for all. (Ctrl-C in a terminal also
+/// reaches the children directly, as SIGINT to the whole process group; each then drains its
+/// own requests.)
 async fn stop(children: &mut Vec<(&'static str, Child)>) {
-    while let Some((role, mut child)) = children.pop() {
+    for (_, child) in children.iter().rev() {
         if let Some(pid) = child.id() {
             // SIGTERM lets the service drain requests and flush its spans; tokio's own kill
             // would send SIGKILL.
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }
-        if tokio::time::timeout(STOP_TIMEOUT, child.wait())
+    }
+    let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
+    while let Some((role, mut child)) = children.pop() {
+        if tokio::time::timeout_at(deadline, child.wait())
             .await
             .is_err()
         {

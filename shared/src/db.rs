@@ -76,13 +76,7 @@ impl Database {
                 anyhow::anyhow!("cannot connect to the {} database: {err}", system.as_str())
             })?;
         migrations.run(&pool).await?;
-        let namespace = url
-            .rsplit('/')
-            .next()
-            .and_then(|last| last.split('?').next())
-            .unwrap_or_default()
-            .trim_end_matches(".db")
-            .to_owned();
+        let namespace = namespace_of(url);
         Ok(Self {
             pool,
             system,
@@ -113,6 +107,17 @@ impl Database {
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
+}
+
+/// `db.namespace`: the database name only, taken from the parsed URL's path, so that the
+/// credentials of a URL without a database name can never end up on a span.
+fn namespace_of(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|url| url.path_segments()?.next_back().map(str::to_owned))
+        .unwrap_or_default()
+        .trim_end_matches(".db")
+        .to_owned()
 }
 
 /// SQLite creates the file (with `mode=rwc`) but not its folder.
@@ -174,6 +179,19 @@ pub fn timestamp(at: time::OffsetDateTime) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_namespace_is_the_database_name_and_never_the_credentials() {
+        assert_eq!(
+            namespace_of("postgres://user:secret@db:5432/orders?sslmode=disable"),
+            "orders"
+        );
+        assert_eq!(namespace_of("postgres://user:secret@db:5432"), "");
+        assert_eq!(namespace_of("postgres://user:secret@db:5432/"), "");
+        assert_eq!(namespace_of("sqlite://var/orders.db?mode=rwc"), "orders");
+    }
+
     #[test]
     fn stored_timestamps_sort_as_text_in_time_order() {
         let whole = time::macros::datetime!(2026-11-22 05:00:00 UTC);

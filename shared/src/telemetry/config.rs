@@ -5,6 +5,9 @@
 use opentelemetry_sdk::trace::{OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT};
 use tracing_subscriber::filter::EnvFilter;
 
+/// The largest span queue `OTEL_BSP_MAX_QUEUE_SIZE` may ask for.
+const MAX_SPAN_QUEUE_SIZE: usize = 1 << 20;
+
 /// The default filter for log lines when `RUST_LOG` is not set.
 pub(super) const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,hyper=warn,h2=warn,tower=warn,tonic=warn,reqwest=warn,opentelemetry=warn,opentelemetry_sdk=warn";
 
@@ -150,13 +153,18 @@ impl TelemetryConfig {
         let log_format =
             parsed("LOG_FORMAT", var("LOG_FORMAT"), "json", &mut warnings).unwrap_or_default();
         let span_queue_size = match var(OTEL_BSP_MAX_QUEUE_SIZE) {
-            // The SDK reads the variable the same way, ignoring what does not parse.
-            Some(size) => size.parse().unwrap_or_else(|_| {
-                warnings.push(format!(
-                    "{OTEL_BSP_MAX_QUEUE_SIZE}={size:?} is not a number; using {OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT}"
-                ));
-                OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT
-            }),
+            // The SDK reads the variable the same way, ignoring what does not parse; a size
+            // outside 1..=MAX_SPAN_QUEUE_SIZE would lose every span or allocate the queue
+            // beyond reason, so it is refused too.
+            Some(size) => match size.parse() {
+                Ok(size) if (1..=MAX_SPAN_QUEUE_SIZE).contains(&size) => size,
+                _ => {
+                    warnings.push(format!(
+                        "{OTEL_BSP_MAX_QUEUE_SIZE}={size:?} is not a number from 1 to {MAX_SPAN_QUEUE_SIZE}; using {OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT}"
+                    ));
+                    OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT
+                }
+            },
             None => OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT,
         };
         let log_filter = match var("RUST_LOG") {
