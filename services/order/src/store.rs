@@ -55,7 +55,7 @@ const GET_ITEMS: Sql = Sql {
 const OPEN_ORDERS: Sql = Sql {
     operation: "SELECT",
     collection: "orders",
-    text: "SELECT order_id FROM orders WHERE status NOT IN ('confirmed', 'failed') AND updated_at < $1 ORDER BY created_at",
+    text: "SELECT order_id FROM orders WHERE updated_at < $1 AND (status NOT IN ('confirmed', 'failed') OR order_id IN (SELECT order_id FROM idempotency_keys WHERE response_status IS NULL)) ORDER BY created_at",
 };
 const CLAIM_KEY: Sql = Sql {
     operation: "INSERT",
@@ -331,9 +331,10 @@ impl Store {
         }))
     }
 
-    /// Ids of the orders that are neither confirmed nor failed and have not changed for
-    /// `idle_for`, oldest first.
-    pub async fn open_orders(
+    /// Ids of the orders untouched for `idle_for`, oldest first, that the sweep must finish:
+    /// those neither confirmed nor failed, and finished ones whose idempotency key has no
+    /// answer stored (the process stopped between the two).
+    pub async fn stalled_orders(
         &self,
         idle_for: std::time::Duration,
     ) -> Result<Vec<String>, sqlx::Error> {

@@ -91,10 +91,10 @@ async fn an_order_keeps_its_prices_and_its_recorded_failure() {
     for db in databases(&MIGRATIONS).await {
         let store = Store::new(db);
         create(&store, "o-1", None).await;
-        assert_eq!(store.open_orders(Duration::ZERO).await.unwrap(), ["o-1"]);
+        assert_eq!(store.stalled_orders(Duration::ZERO).await.unwrap(), ["o-1"]);
         assert!(
             store
-                .open_orders(Duration::from_secs(60))
+                .stalled_orders(Duration::from_secs(60))
                 .await
                 .unwrap()
                 .is_empty(),
@@ -132,7 +132,13 @@ async fn an_order_keeps_its_prices_and_its_recorded_failure() {
             order.failure_reason.as_deref(),
             Some("payment declined: insufficient_funds")
         );
-        assert!(store.open_orders(Duration::ZERO).await.unwrap().is_empty());
+        assert!(
+            store
+                .stalled_orders(Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }
 
@@ -366,5 +372,36 @@ async fn a_paid_order_stays_paid_while_inventory_is_down_and_the_sweep_confirms_
     assert_eq!(
         store.get("o-8").await.unwrap().unwrap().status,
         OrderStatus::Confirmed
+    );
+}
+
+#[tokio::test]
+async fn a_finished_order_whose_answer_was_not_kept_gets_it_from_the_sweep() {
+    let _spans = CapturedSpans::start();
+    let store = Store::new(databases(&MIGRATIONS).await.remove(0));
+    // The process stopped after confirming the order and before keeping the key's answer.
+    create(&store, "o-5", Some(("k-5", "fp"))).await;
+    store
+        .set_status("o-5", OrderStatus::Confirmed, None)
+        .await
+        .unwrap();
+
+    Saga::new(store.clone(), nowhere(), nowhere())
+        .recover_stalled_orders(Duration::ZERO)
+        .await;
+
+    match create(&store, "o-6", Some(("k-5", "fp"))).await {
+        KeyClaim::Replay { status, body } => {
+            assert_eq!(status, 201);
+            assert!(body.contains("\"status\":\"confirmed\""), "{body}");
+        }
+        other => panic!("the retry gets the confirmed order, not {other:?}"),
+    }
+    assert!(
+        store
+            .stalled_orders(Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

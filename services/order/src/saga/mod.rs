@@ -300,13 +300,14 @@ impl Saga {
         }
     }
 
-    /// Finishes the open orders untouched for `stalled_after`: a failure already recorded is
+    /// Finishes the orders untouched for `stalled_after` (see `Store::stalled_orders`): a
+    /// finished order gets its answer kept, a failure already recorded is
     /// compensated to its end, a paid order is committed, and an order stopped earlier (the
     /// service crashed) is undone as far as it may have got and fails `interrupted`. An order
     /// whose services are still unreachable stays open for the next sweep. Each recovered
     /// order's answer is kept for its idempotency key.
     pub(crate) async fn recover_stalled_orders(&self, stalled_after: Duration) {
-        let open = match self.store.open_orders(stalled_after).await {
+        let open = match self.store.stalled_orders(stalled_after).await {
             Ok(open) => open,
             Err(err) => {
                 tracing::error!(
@@ -325,10 +326,17 @@ impl Saga {
     async fn recover(&self, order_id: &str) {
         let outcome = async {
             let order = self.order(order_id).await?;
-            match (self.store.failure(order_id).await?, order.status) {
-                (Some(failure), status) => self.fail(order_id, failure, undo_after(status)).await,
-                (None, OrderStatus::Paid) => self.confirm(order_id).await,
-                (None, status) => {
+            let failure = self.store.failure(order_id).await?;
+            match (order.status, failure) {
+                // Finished, but its answer was never kept: keep it now.
+                (OrderStatus::Confirmed, _) => Ok(order),
+                (OrderStatus::Failed, failure) => Err(CheckoutError::Failed {
+                    order: Box::new(order),
+                    failure: failure.unwrap_or_else(Failure::interrupted),
+                }),
+                (status, Some(failure)) => self.fail(order_id, failure, undo_after(status)).await,
+                (OrderStatus::Paid, None) => self.confirm(order_id).await,
+                (status, None) => {
                     self.fail(order_id, Failure::interrupted(), undo_after(status))
                         .await
                 }
