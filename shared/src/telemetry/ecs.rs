@@ -13,6 +13,8 @@ use std::error::Error;
 use std::fmt;
 use std::io::Write;
 
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
+
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, Key};
@@ -37,15 +39,30 @@ pub trait LineSink: Send + Sync + 'static {
     fn write_line(&self, line: &[u8]);
 }
 
-/// Writes lines to standard output.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Stdout;
+/// Writes lines to standard output from a thread of its own, through tracing-appender's
+/// bounded, lossy queue (128 000 lines): a reader of stdout that stalls (a full pipe, a slow
+/// log driver) costs lines, never a request thread.
+#[derive(Clone)]
+pub struct Stdout(NonBlocking);
+
+impl Stdout {
+    /// Starts the writer thread. Dropping the guard flushes what is queued.
+    pub fn start() -> (Self, WorkerGuard) {
+        let (writer, guard) = NonBlockingBuilder::default()
+            .lossy(true)
+            .thread_name("ordertrail-stdout")
+            .finish(std::io::stdout());
+        (Self(writer), guard)
+    }
+}
 
 impl LineSink for Stdout {
     fn write_line(&self, line: &[u8]) {
-        let mut out = std::io::stdout().lock();
-        // A closed stdout must not take the service down; the line is lost either way.
-        let _ = out.write_all(line).and_then(|()| out.write_all(b"\n"));
+        // One write per line, so that a line is queued (or dropped) whole.
+        let mut buffer = Vec::with_capacity(line.len() + 1);
+        buffer.extend_from_slice(line);
+        buffer.push(b'\n');
+        let _ = self.0.clone().write_all(&buffer);
     }
 }
 
@@ -102,11 +119,8 @@ pub struct EcsLayer {
 }
 
 impl EcsLayer {
-    /// A layer writing every line to each of `sinks` (stdout when empty).
-    pub fn new(identity: ServiceIdentity, mut sinks: Vec<Box<dyn LineSink>>) -> Self {
-        if sinks.is_empty() {
-            sinks.push(Box::new(Stdout));
-        }
+    /// A layer writing every line to each of `sinks`.
+    pub fn new(identity: ServiceIdentity, sinks: Vec<Box<dyn LineSink>>) -> Self {
         Self { identity, sinks }
     }
 

@@ -47,6 +47,9 @@ pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
     shipper: Option<logstash::LogstashShipper>,
     stats: ExportStats,
+    /// Dropped after the rest (fields drop after `Drop::drop`), so that the lines written while
+    /// flushing spans still reach stdout.
+    stdout: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
 impl TelemetryGuard {
@@ -117,7 +120,9 @@ pub fn install_propagator() {
 /// subscriber is already installed; settings it cannot honour are logged as warnings.
 pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     install_propagator();
-    let (subscriber, guard, warnings) = build(config, Box::new(Stdout));
+    let (stdout, stdout_guard) = Stdout::start();
+    let (subscriber, mut guard, warnings) = build(config, Box::new(stdout));
+    guard.stdout = Some(stdout_guard);
     subscriber.try_init()?;
     for warning in warnings {
         tracing::warn!("telemetry: {warning}");
@@ -184,6 +189,7 @@ fn build(
         provider: Some(provider),
         shipper,
         stats,
+        stdout: None,
     };
     (subscriber, guard, warnings)
 }

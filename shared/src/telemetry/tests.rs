@@ -197,7 +197,7 @@ fn pretty_logs_start_no_logstash_shipper() {
         ("LOG_FORMAT", "pretty"),
         ("LOGSTASH_ADDR", "127.0.0.1:5000"),
     ]);
-    let (_subscriber, guard, warnings) = build(&config, Box::new(Stdout));
+    let (_subscriber, guard, warnings) = build(&config, Box::new(Stdout::start().0));
     assert!(guard.shipper.is_none());
     assert!(
         warnings.iter().any(|w| w.contains("LOGSTASH_ADDR")),
@@ -211,7 +211,7 @@ async fn json_logs_start_the_logstash_shipper() {
         ("OTEL_SDK_DISABLED", "true"),
         ("LOGSTASH_ADDR", "127.0.0.1:5000"),
     ]);
-    let (_subscriber, mut guard, warnings) = build(&config, Box::new(Stdout));
+    let (_subscriber, mut guard, warnings) = build(&config, Box::new(Stdout::start().0));
     assert!(warnings.is_empty(), "{warnings:?}");
     let shipper = guard.shipper.take().expect("a shipper");
     shipper.shutdown(Duration::from_millis(10)).await;
@@ -329,6 +329,7 @@ async fn shutdown_flushes_spans_and_log_lines_within_one_budget() {
         provider: Some(provider),
         shipper: Some(shipper),
         stats: stats.clone(),
+        stdout: None,
     };
 
     let started = Instant::now();
