@@ -1,6 +1,7 @@
 //! The order service's configuration, read once from the environment.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Configuration of the order service.
 #[derive(Debug, Clone, clap::Args)]
@@ -21,4 +22,13 @@ pub struct Config {
     /// Base URL of the payment service (`PAYMENT_URL`).
     #[arg(long, env = "PAYMENT_URL", default_value = "http://127.0.0.1:8082")]
     pub payment_url: String,
+    /// How often the recovery sweep looks for stalled orders (`RECOVERY_SWEEP_EVERY`, e.g.
+    /// `30s`).
+    #[arg(long, env = "RECOVERY_SWEEP_EVERY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub sweep_every: Duration,
+    /// How long an open order must stand still before the sweep finishes it
+    /// (`RECOVERY_STALLED_AFTER`, e.g. `2m`). Keep it well beyond the longest checkout (every
+    /// step's attempts timing out), or the sweep races a running saga.
+    #[arg(long, env = "RECOVERY_STALLED_AFTER", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub stalled_after: Duration,
 }

@@ -53,7 +53,10 @@ pub async fn run(
         ServiceClient::new(&config.inventory_url)?,
         ServiceClient::new(&config.payment_url)?,
     );
-    tokio::spawn(saga.clone().keep_recovering());
+    tokio::spawn(
+        saga.clone()
+            .keep_recovering(config.sweep_every, config.stalled_after),
+    );
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(server.address = %listener.local_addr()?, "order listening");
     let app = router(AppState { store, saga });

@@ -26,12 +26,6 @@ use steps::{StepError, retry};
 
 use crate::store::Store;
 
-/// How often open orders are looked for.
-const SWEEP_EVERY: Duration = Duration::from_secs(30);
-/// An open order untouched this long is stalled, not running: well beyond the longest saga
-/// (every step's attempts timing out).
-const STALLED_AFTER: Duration = Duration::from_secs(120);
-
 /// What must be undone when a checkout fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Undo {
@@ -291,12 +285,12 @@ impl Saga {
             .ok_or(sqlx::Error::RowNotFound)
     }
 
-    /// Every [`SWEEP_EVERY`], finishes the sagas that have stood still for [`STALLED_AFTER`].
-    pub async fn keep_recovering(self) {
-        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    /// Every `every`, finishes the sagas that have stood still for `stalled_after`.
+    pub async fn keep_recovering(self, every: Duration, stalled_after: Duration) {
+        let mut sweep = tokio::time::interval(every);
         loop {
             sweep.tick().await;
-            self.recover_stalled_orders(STALLED_AFTER).await;
+            self.recover_stalled_orders(stalled_after).await;
         }
     }
 
