@@ -162,33 +162,57 @@ pub struct PlaceOrder {
     pub payment: PaymentCard,
 }
 
+/// The most lines one order may have.
+pub const MAX_LINES: usize = 100;
+/// The most units of one product in one order.
+pub const MAX_QUANTITY: i64 = 1000;
+/// The longest SKU, and the longest customer id.
+pub const MAX_ID_LEN: usize = 64;
+
 impl PlaceOrder {
-    /// Checks what the types cannot: a customer, at least one line, positive quantities and
-    /// no product twice. The card was validated when the body was read.
+    /// Checks what the types cannot: a customer id and SKUs of at most [`MAX_ID_LEN`]
+    /// letters, digits and `-_.:@`, from 1 to [`MAX_LINES`] lines, quantities from 1 to
+    /// [`MAX_QUANTITY`] and no product twice. The card was validated when the body was read.
     pub fn validate(&self) -> Result<(), String> {
-        if self.customer_id.trim().is_empty() {
-            return Err("customer_id must not be empty".into());
-        }
+        validate_id("customer_id", &self.customer_id)?;
         validate_lines(&self.items)
     }
 }
 
-/// At least one line, every quantity from 1 to 1000, no product twice.
+/// From 1 to [`MAX_LINES`] lines, each with a valid SKU and a quantity from 1 to
+/// [`MAX_QUANTITY`], no product twice. The messages quote a SKU only once it is known to be
+/// harmless.
 pub fn validate_lines(lines: &[OrderLine]) -> Result<(), String> {
     if lines.is_empty() {
         return Err("items must not be empty".into());
     }
+    if lines.len() > MAX_LINES {
+        return Err(format!("an order may have at most {MAX_LINES} lines"));
+    }
     let mut seen = std::collections::HashSet::new();
     for line in lines {
-        if !(1..=1000).contains(&line.quantity) {
+        validate_id("sku", &line.sku)?;
+        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
             return Err(format!(
-                "quantity of {} must be between 1 and 1000",
+                "quantity of {} must be between 1 and {MAX_QUANTITY}",
                 line.sku
             ));
         }
         if !seen.insert(&line.sku) {
             return Err(format!("{} appears twice", line.sku));
         }
+    }
+    Ok(())
+}
+
+/// 1 to [`MAX_ID_LEN`] ASCII letters, digits and `-_.:@`: such an id is safe to store, log
+/// and quote in an error.
+fn validate_id(field: &str, id: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@');
+    if id.is_empty() || id.len() > MAX_ID_LEN || !id.chars().all(allowed) {
+        return Err(format!(
+            "{field} must be 1 to {MAX_ID_LEN} letters, digits or -_.:@"
+        ));
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod card;
 pub mod db;
 pub mod http;
+pub mod idempotency;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;

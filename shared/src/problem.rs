@@ -51,9 +51,9 @@ impl Problem {
         self
     }
 
-    /// Sets the human-readable detail.
+    /// Sets the human-readable detail, made safe to show: see [`printable`].
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+        self.detail = Some(printable(&detail.into()));
         self
     }
 
@@ -75,6 +75,28 @@ impl Problem {
     }
 }
 
+/// The longest detail a problem carries, in characters.
+const MAX_DETAIL_CHARS: usize = 300;
+
+/// `text` fit to show a human, whatever a caller put in it: control characters and bidi
+/// controls (which can reorder what a terminal or a browser shows) become U+FFFD, and a
+/// long text is cut at [`MAX_DETAIL_CHARS`] characters.
+fn printable(text: &str) -> String {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    };
+    let mut shown: String = text
+        .chars()
+        .take(MAX_DETAIL_CHARS)
+        .map(|c| if unsafe_char(c) { '\u{FFFD}' } else { c })
+        .collect();
+    if text.chars().nth(MAX_DETAIL_CHARS).is_some() {
+        shown.push('…');
+    }
+    shown
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status_code();
@@ -83,5 +105,22 @@ impl IntoResponse for Problem {
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_detail_never_carries_control_or_bidi_characters_nor_runs_on() {
+        let problem = Problem::new(StatusCode::NOT_FOUND, "not found")
+            .with_detail("no order a\u{202E}gnp.exe\r\n\u{1b}[31mred\u{2066}");
+        assert_eq!(
+            problem.detail.as_deref(),
+            Some("no order a\u{FFFD}gnp.exe\u{FFFD}\u{FFFD}\u{FFFD}[31mred\u{FFFD}")
+        );
+        let long = Problem::new(StatusCode::NOT_FOUND, "not found").with_detail("x".repeat(10_000));
+        assert_eq!(long.detail.unwrap().chars().count(), MAX_DETAIL_CHARS + 1);
     }
 }

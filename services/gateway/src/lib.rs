@@ -8,7 +8,7 @@ mod routes;
 use std::time::Duration;
 
 use axum::Router;
-use ordertrail_shared::http::{ServiceClient, health_routes, serve, traced_edge};
+use ordertrail_shared::http::{Door, Limits, Service, ServiceClient, app};
 
 pub use config::Config;
 
@@ -38,9 +38,12 @@ impl AppState {
 /// The public API, traced (the caller's trace is continued, its baggage is not), plus
 /// untraced health checks.
 pub fn router(state: AppState) -> Router {
-    traced_edge(routes::routes())
-        .with_state(state)
-        .merge(health_routes(None))
+    app(
+        routes::routes().with_state(state),
+        Door::Public,
+        None,
+        &Limits::default(),
+    )
 }
 
 /// Serves until `shutdown` completes.
@@ -49,9 +52,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = AppState::new(&config)?;
-    let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
-    tracing::info!(server.address = %listener.local_addr()?, "gateway listening");
-    serve(listener, router(state), shutdown).await?;
+    let service = Service::bind(config.listen_addr).await?;
+    service.serve(router(state), shutdown).await?;
     Ok(())
 }
 

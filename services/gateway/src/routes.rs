@@ -14,6 +14,7 @@ use opentelemetry::{Context, KeyValue};
 use ordertrail_shared::CUSTOMER_ID;
 use ordertrail_shared::api::PlaceOrder;
 use ordertrail_shared::http::{Call, Json};
+use ordertrail_shared::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
 use ordertrail_shared::problem::Problem;
 
 use crate::AppState;
@@ -41,19 +42,17 @@ async fn place_order(
             .with_detail(detail)
             .into_response();
     }
+    // Dropping a key we cannot forward would turn a safe retry into a second order.
+    let key = match IdempotencyKey::from_headers(&headers) {
+        Ok(key) => key,
+        Err(invalid) => return Problem::from(invalid).into_response(),
+    };
     tracing::Span::current().record(CUSTOMER_ID, request.customer_id.as_str());
     let cx =
         Context::current_with_baggage([KeyValue::new(CUSTOMER_ID, request.customer_id.clone())]);
     let mut call = state.order.post("/orders", "/orders").json(&request);
-    match headers.get("idempotency-key").map(|v| v.to_str()) {
-        Some(Ok(key)) => call = call.header("idempotency-key", key),
-        // Dropping a key we cannot forward would turn a safe retry into a second order.
-        Some(Err(_)) => {
-            return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid Idempotency-Key")
-                .with_detail("Idempotency-Key must be visible ASCII")
-                .into_response();
-        }
-        None => {}
+    if let Some(key) = &key {
+        call = call.header(IDEMPOTENCY_KEY, key.as_str());
     }
     async move {
         tracing::info!("forwarding order");

@@ -11,7 +11,7 @@ mod store;
 
 use axum::Router;
 use ordertrail_shared::db::Database;
-use ordertrail_shared::http::{health_routes, serve, traced};
+use ordertrail_shared::http::{Door, Limits, Service, app};
 
 pub use config::Config;
 pub use error::ApiError;
@@ -30,9 +30,12 @@ pub struct AppState {
 /// The service's routes, traced, plus untraced health checks.
 pub fn router(state: AppState) -> Router {
     let db = state.store.database().clone();
-    traced(routes::routes())
-        .with_state(state)
-        .merge(health_routes(Some(db)))
+    app(
+        routes::routes().with_state(state),
+        Door::Internal,
+        Some(db),
+        &Limits::default(),
+    )
 }
 
 /// Connects to the database, migrates it and serves until `shutdown` completes.
@@ -41,12 +44,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let database = Database::connect(&config.database_url, &MIGRATIONS).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
-    tracing::info!(server.address = %listener.local_addr()?, "inventory listening");
-    let app = router(AppState {
+    let service = Service::bind(config.listen_addr).await?;
+    let state = AppState {
         store: Store::new(database),
-    });
-    serve(listener, app, shutdown).await?;
+    };
+    service.serve(router(state), shutdown).await?;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ordertrail_shared::api::{Order, OrderStatus};
+use ordertrail_shared::idempotency::InvalidKey;
 use ordertrail_shared::problem::Problem;
 
 use crate::saga::CheckoutError;
@@ -13,6 +14,9 @@ pub enum ApiError {
     /// 422: a request that cannot be served as sent.
     #[error("{0}")]
     Invalid(String),
+    /// 400: the `Idempotency-Key` header is malformed or repeated.
+    #[error(transparent)]
+    Key(#[from] InvalidKey),
     /// 422: the idempotency key was used before with a different request.
     #[error("this Idempotency-Key was used with a different request")]
     KeyReused,
@@ -39,6 +43,7 @@ impl ApiError {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request")
                     .with_detail(detail)
             }
+            Self::Key(invalid) => Problem::from(invalid.clone()),
             Self::KeyReused => {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency key reused")
                     .with_type("/problems/idempotency-key-reused")

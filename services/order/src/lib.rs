@@ -13,7 +13,7 @@ mod store;
 
 use axum::Router;
 use ordertrail_shared::db::Database;
-use ordertrail_shared::http::{ServiceClient, health_routes, serve, traced};
+use ordertrail_shared::http::{Door, Limits, Service, ServiceClient, app};
 
 pub use config::Config;
 pub use error::ApiError;
@@ -35,9 +35,12 @@ pub struct AppState {
 /// The service's routes, traced, plus untraced health checks.
 pub fn router(state: AppState) -> Router {
     let db = state.store.database().clone();
-    traced(routes::routes())
-        .with_state(state)
-        .merge(health_routes(Some(db)))
+    app(
+        routes::routes().with_state(state),
+        Door::Internal,
+        Some(db),
+        &Limits::default(),
+    )
 }
 
 /// Connects to the database, migrates it, keeps finishing stalled sagas in the background,
@@ -53,14 +56,13 @@ pub async fn run(
         ServiceClient::new(&config.inventory_url)?,
         ServiceClient::new(&config.payment_url)?,
     );
-    tokio::spawn(
-        saga.clone()
-            .keep_recovering(config.sweep_every, config.stalled_after),
-    );
-    let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
-    tracing::info!(server.address = %listener.local_addr()?, "order listening");
-    let app = router(AppState { store, saga });
-    serve(listener, app, shutdown).await?;
+    let service = Service::bind(config.listen_addr).await?;
+    let sweep = saga.clone();
+    service
+        .spawn(move |stop| sweep.keep_recovering(config.sweep_every, config.stalled_after, stop));
+    service
+        .serve(router(AppState { store, saga }), shutdown)
+        .await?;
     Ok(())
 }
 

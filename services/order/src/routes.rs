@@ -1,12 +1,13 @@
 //! The order API: `POST /orders` (with an optional `Idempotency-Key`) and `GET /orders/{id}`.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json as JsonResponse, Router};
 use ordertrail_shared::api::{Order, PlaceOrder};
 use ordertrail_shared::http::Json;
+use ordertrail_shared::idempotency::IdempotencyKey;
 use ordertrail_shared::problem::{PROBLEM_JSON, Problem};
 use ordertrail_shared::telemetry::current_trace_id;
 use serde_json::json;
@@ -16,9 +17,6 @@ use tracing::Instrument;
 use crate::AppState;
 use crate::error::{ApiError, checkout_answer};
 use crate::store::{KeyClaim, NewOrder};
-
-/// The header a client sets to make a retried POST safe.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -35,16 +33,8 @@ async fn place_order(
     Json(request): Json<PlaceOrder>,
 ) -> Result<Response, ApiError> {
     request.validate().map_err(ApiError::Invalid)?;
+    let key = IdempotencyKey::from_headers(&headers)?;
     let order_id = uuid::Uuid::now_v7().to_string();
-    let key = match headers.get(IDEMPOTENCY_KEY).map(HeaderValue::to_str) {
-        Some(Ok(key)) if !key.is_empty() && key.len() <= 255 => Some(key.to_owned()),
-        Some(_) => {
-            return Err(ApiError::Invalid(
-                "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
-            ));
-        }
-        None => None,
-    };
     let fingerprint = fingerprint(&request);
     let card = request.payment.card_number.masked();
     let trace_id = current_trace_id();
@@ -59,7 +49,7 @@ async fn place_order(
         .store
         .create(
             &new_order,
-            key.as_deref().map(|key| (key, fingerprint.as_str())),
+            key.as_ref().map(|key| (key.as_str(), fingerprint.as_str())),
         )
         .await?
     {

@@ -1,8 +1,8 @@
 //! The server side of a hop: one server span per request, parented on the caller's
-//! `traceparent`, carrying its `baggage`, and the `traceresponse` header on the way out.
+//! `traceparent`, carrying its `baggage`, and the `traceresponse` header on the way out; the
+//! limits inside it and the health checks beside it.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -14,72 +14,39 @@ use opentelemetry::baggage::BaggageExt;
 use opentelemetry::global;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_http::HeaderExtractor;
-use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::limits::{Limits, limited};
 use crate::db::Database;
 
-/// How long in-flight requests may run on after the shutdown signal: the rest of the
-/// ten seconds compose and `up` allow goes to flushing telemetry.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest `url.path` a span records: a path too long to serve is answered 414, and must not
+/// put its whole length on the span first.
+const MAX_PATH_ON_SPAN: usize = 1024;
 
-/// Whether a service takes its callers' baggage.
+/// Who may call a service, which decides whether the caller's baggage is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Baggage {
-    /// Internal services: the baggage comes from the gateway.
-    Trusted,
-    /// The public edge: a caller must not be able to set `customer.id` or send arbitrary
-    /// entries on to the internal services.
-    Dropped,
+pub enum Door {
+    /// An internal service: its callers are the other services, and the baggage comes from the
+    /// gateway.
+    Internal,
+    /// The public edge: the caller's trace is continued but its baggage is dropped, so that a
+    /// caller cannot set `customer.id` or send arbitrary entries on to the internal services.
+    Public,
 }
 
-/// Wraps every route of an internal service's `router` in a server span that continues the
-/// caller's trace and baggage. Routes merged afterwards (health checks) make no spans.
-pub fn traced<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
-    router.layer(middleware::from_fn_with_state(
-        Baggage::Trusted,
-        trace_request,
-    ))
+/// A service's whole HTTP face: `routes` inside the [`Limits`] (with problem+json answers for
+/// unknown routes, wrong methods, oversized or slow requests, overload and panics), each
+/// request in a server span that continues the caller's trace, and untraced health checks
+/// (probes every few seconds would drown real traces).
+pub fn app(routes: Router, door: Door, database: Option<Database>, limits: &Limits) -> Router {
+    limited(routes, limits)
+        .layer(middleware::from_fn_with_state(door, trace_request))
+        .merge(health_routes(database))
 }
 
-/// Like [`traced`], for the public edge: the caller's trace is continued but its baggage is
-/// dropped.
-pub fn traced_edge<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
-    router.layer(middleware::from_fn_with_state(
-        Baggage::Dropped,
-        trace_request,
-    ))
-}
-
-/// Serves `app` until `shutdown` completes, then lets in-flight requests finish for at most
-/// [`DRAIN_TIMEOUT`].
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let stopping = Arc::new(Notify::new());
-    let signal = stopping.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        signal.notify_one();
-    });
-    tokio::select! {
-        served = server => served,
-        () = async {
-            stopping.notified().await;
-            tokio::time::sleep(DRAIN_TIMEOUT).await;
-        } => {
-            tracing::warn!("requests still running after the drain timeout are cut off");
-            Ok(())
-        }
-    }
-}
-
-async fn trace_request(State(baggage): State<Baggage>, request: Request, next: Next) -> Response {
+async fn trace_request(State(door): State<Door>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let route = request
         .extensions()
@@ -92,7 +59,7 @@ async fn trace_request(State(baggage): State<Baggage>, request: Request, next: N
     let mut parent = global::get_text_map_propagator(|propagator| {
         propagator.extract(&HeaderExtractor(request.headers()))
     });
-    if baggage == Baggage::Dropped {
+    if door == Door::Public {
         parent = parent.with_cleared_baggage();
     }
     let span = tracing::info_span!(
@@ -102,7 +69,7 @@ async fn trace_request(State(baggage): State<Baggage>, request: Request, next: N
         otel.status_code = Empty,
         http.request.method = %method,
         http.route = route,
-        url.path = request.uri().path(),
+        url.path = truncated(request.uri().path(), MAX_PATH_ON_SPAN),
         url.scheme = "http",
         http.response.status_code = Empty,
         error.type = Empty,
@@ -153,9 +120,18 @@ fn traceresponse(span: &tracing::Span) -> Option<HeaderValue> {
     HeaderValue::from_str(&value).ok()
 }
 
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncated(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// `GET /health/live` (the process answers) and `GET /health/ready` (its database answers,
-/// when it has one). They are not traced: probes every few seconds would drown real traces.
-pub fn health_routes<S: Clone + Send + Sync + 'static>(database: Option<Database>) -> Router<S> {
+/// when it has one).
+fn health_routes(database: Option<Database>) -> Router {
     Router::new()
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready).with_state(database))

@@ -18,6 +18,7 @@ use ordertrail_shared::api::{
 use ordertrail_shared::http::ServiceClient;
 use ordertrail_shared::problem::Problem;
 use ordertrail_shared::telemetry::record_error;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing::field::Empty;
 
@@ -285,11 +286,21 @@ impl Saga {
             .ok_or(sqlx::Error::RowNotFound)
     }
 
-    /// Every `every`, finishes the sagas that have stood still for `stalled_after`.
-    pub async fn keep_recovering(self, every: Duration, stalled_after: Duration) {
+    /// Every `every`, finishes the sagas that have stood still for `stalled_after`, until
+    /// `stop` is cancelled. A sweep under way runs on (the service's drain timeout bounds it; an
+    /// order it does not finish is finished by the next start's sweep).
+    pub async fn keep_recovering(
+        self,
+        every: Duration,
+        stalled_after: Duration,
+        stop: CancellationToken,
+    ) {
         let mut sweep = tokio::time::interval(every);
         loop {
-            sweep.tick().await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = sweep.tick() => {}
+            }
             self.recover_stalled_orders(stalled_after).await;
         }
     }

@@ -1,0 +1,132 @@
+//! The one bootstrap every service runs on: bind, say where, serve connections within the
+//! [`Limits`], run background jobs, and stop in bounded time.
+
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::Limits;
+
+/// How long in-flight requests and background jobs may run on after the shutdown signal: the
+/// rest of the ten seconds compose and `up` allow goes to flushing telemetry.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The pause after a failed accept (out of file descriptors, say) before the next one.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A bound listener with its limits and background jobs; [`Service::serve`] runs it.
+#[derive(Debug)]
+pub struct Service {
+    listener: TcpListener,
+    limits: Limits,
+    jobs: TaskTracker,
+    stopping: CancellationToken,
+}
+
+impl Service {
+    /// Binds `addr` with the default [`Limits`] and logs the address bound (port 0 picks a
+    /// free one).
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::bind_with(addr, Limits::default()).await
+    }
+
+    /// Like [`Service::bind`], with `limits`.
+    pub async fn bind_with(addr: SocketAddr, limits: Limits) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        tracing::info!(server.address = %listener.local_addr()?, "listening");
+        Ok(Self {
+            listener,
+            limits,
+            jobs: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+        })
+    }
+
+    /// The address bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs a background job. It gets a token that is cancelled when the service stops, and
+    /// the stop waits for it (within the drain timeout).
+    pub fn spawn<F>(&self, job: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.jobs
+            .spawn(job(self.stopping.child_token()).in_current_span());
+    }
+
+    /// Serves `app` until `shutdown` completes, then lets in-flight requests and background
+    /// jobs finish for at most [`DRAIN_TIMEOUT`].
+    ///
+    /// Written on hyper directly rather than `axum::serve`, which sets neither a header read
+    /// timeout nor a bound on connections.
+    pub async fn serve(
+        self,
+        app: Router,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let connections = Arc::new(Semaphore::new(self.limits.max_connections));
+        let graceful = GracefulShutdown::new();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_read_timeout);
+        let mut shutdown = pin!(shutdown);
+        let mut accept_failing = false;
+        loop {
+            let permit = tokio::select! {
+                () = &mut shutdown => break,
+                permit = connections.clone().acquire_owned() => permit,
+            };
+            let Ok(permit) = permit else { break };
+            let stream = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(err) => {
+                        if !accept_failing {
+                            tracing::warn!(error.message = %err, "cannot accept connections");
+                        }
+                        accept_failing = true;
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                }
+            };
+            accept_failing = false;
+            // Answers are small: send them at once rather than wait to fill a segment.
+            let _ = stream.set_nodelay(true);
+            let connection =
+                http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                // A connection ends in an error when its client goes away or is too slow;
+                // either way there is nobody left to tell.
+                let _ = connection.await;
+                drop(permit);
+            });
+        }
+        drop(self.listener);
+        self.stopping.cancel();
+        self.jobs.close();
+        let drained = async {
+            graceful.shutdown().await;
+            self.jobs.wait().await;
+        };
+        if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
+            tracing::warn!("requests and jobs still running after the drain timeout are cut off");
+        }
+        Ok(())
+    }
+}
