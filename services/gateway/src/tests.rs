@@ -1,5 +1,7 @@
 //! Router tests: validation at the edge and a stopped upstream, with the in-memory exporter.
 
+mod hostile;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use ordertrail_shared::testing::{CapturedSpans, attribute, json_body};
