@@ -16,6 +16,10 @@ use tracing::field::Empty;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take: a stopped service answers at once, a lost host does not.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an idle connection is kept for reuse: less than the header read timeout after
+/// which the service at the other end closes it (see `Limits`), so that a call is never sent
+/// on a connection being closed under it.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A client for one upstream service, at a base URL such as `http://inventory:8083`.
 #[derive(Debug, Clone)]
@@ -37,6 +41,7 @@ impl ServiceClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()?;
         Ok(Self {
             http,
