@@ -1,6 +1,7 @@
 //! Store tests on SQLite (and PostgreSQL when `ORDERTRAIL_TEST_POSTGRES_URL` is set), router
 //! tests with the in-memory span exporter, and recovery tests against real inventory and
-//! payment services on local ports.
+//! payment services on local ports. `checkout` sends orders through the router to those
+//! services behind a fault-injecting `proxy`.
 
 use std::time::Duration;
 
@@ -16,6 +17,9 @@ use tower::ServiceExt;
 use crate::saga::Failure;
 use crate::store::{KeyClaim, NewOrder};
 use crate::{AppState, MIGRATIONS, Saga, Store, router};
+
+mod checkout;
+mod proxy;
 
 fn visa() -> MaskedCard {
     MaskedCard {
@@ -215,15 +219,20 @@ async fn with_inventory_refusing_connections_the_order_fails_503_and_the_checkou
     );
 }
 
-/// A real service on a free local port, and a client of it.
-async fn serve(app: axum::Router) -> ServiceClient {
+/// A real service on a free local port; its base URL.
+async fn serve(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    ServiceClient::new(&url).unwrap()
+    url
 }
 
-async fn inventory() -> ServiceClient {
+fn client(url: &str) -> ServiceClient {
+    ServiceClient::new(url).unwrap()
+}
+
+/// A real inventory service with a fresh database; its base URL.
+async fn inventory_url() -> String {
     let db = databases(&ordertrail_inventory::MIGRATIONS).await.remove(0);
     let store = ordertrail_inventory::Store::new(db);
     serve(ordertrail_inventory::router(
@@ -232,13 +241,22 @@ async fn inventory() -> ServiceClient {
     .await
 }
 
-async fn payment() -> ServiceClient {
+/// A real payment service with a fresh database; its base URL.
+async fn payment_url() -> String {
     let db = databases(&ordertrail_payment::MIGRATIONS).await.remove(0);
     let store = ordertrail_payment::Store::new(db);
     serve(ordertrail_payment::router(ordertrail_payment::AppState {
         store,
     }))
     .await
+}
+
+async fn inventory() -> ServiceClient {
+    client(&inventory_url().await)
+}
+
+async fn payment() -> ServiceClient {
+    client(&payment_url().await)
 }
 
 async fn mug_stock(inventory: &ServiceClient) -> i64 {
