@@ -323,7 +323,7 @@ async fn an_order_stalled_before_payment_is_released_and_failed_by_the_sweep() {
 }
 
 #[tokio::test]
-async fn a_charge_that_may_have_been_taken_is_refunded_before_the_order_fails() {
+async fn a_charge_that_may_have_been_taken_is_refunded_by_the_sweep_before_the_order_fails() {
     let _spans = CapturedSpans::start();
     let (inventory, payment) = (inventory().await, payment().await);
     let store = Store::new(databases(&MIGRATIONS).await.remove(0));
