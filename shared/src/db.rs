@@ -3,13 +3,18 @@
 //!
 //! sqlx emits no OpenTelemetry spans, so each query is declared once as a [`Sql`] constant
 //! naming its operation and table, and run under [`Database::span`] with [`Traced::traced`].
+//!
+//! A transaction that loses a conflict with another one (a deadlock, a serialization failure,
+//! a busy SQLite file) is run again by [`retry_transaction`] rather than answered as a 500.
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use rand::Rng;
 use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteError;
 use tracing::{Instrument, Span};
 
 /// A statement with the names its client span needs. The text holds placeholders only, never
@@ -161,6 +166,73 @@ pub trait Traced<T>: Future<Output = Result<T, sqlx::Error>> + Sized {
 
 impl<T, F: Future<Output = Result<T, sqlx::Error>>> Traced<T> for F {}
 
+/// How many times [`retry_transaction`] runs a transaction at most.
+pub const TRANSACTION_ATTEMPTS: u32 = 5;
+
+/// True when `err` means the transaction lost a conflict with another one and would succeed if
+/// run again: PostgreSQL's serialization failure (40001) or deadlock (40P01), SQLite's busy or
+/// locked file (the busy timeout ran out).
+pub fn is_retryable(err: &sqlx::Error) -> bool {
+    let Some(err) = err.as_database_error() else {
+        return false;
+    };
+    let code = err.code().unwrap_or_default();
+    if err.try_downcast_ref::<SqliteError>().is_some() {
+        // An extended result code, whose low byte is the primary one: SQLITE_BUSY (5) or
+        // SQLITE_LOCKED (6), or one of their variants (BUSY_SNAPSHOT, LOCKED_SHAREDCACHE...).
+        let primary = code.parse::<i32>().unwrap_or_default() & 0xff;
+        matches!(primary, 5 | 6)
+    } else {
+        matches!(code.as_ref(), "40001" | "40P01")
+    }
+}
+
+/// Runs `transaction` until it succeeds, fails for a reason other than a conflict
+/// ([`is_retryable`], looked up in the error's source chain, so a service's error enum wrapping
+/// `sqlx::Error` works as is), or has run [`TRANSACTION_ATTEMPTS`] times. Between attempts it
+/// waits a random pause below 10 ms, 20 ms, 40 ms..., so that the transactions that collided do
+/// not collide again.
+///
+/// Each call of `transaction` must begin its own transaction: the failed one was rolled back.
+///
+/// Written out rather than taken from a retry crate: it is one loop, and the retry policy
+/// (which errors, how many times) is the part worth reading here.
+pub async fn retry_transaction<T, E, F, Fut>(mut transaction: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::error::Error + 'static,
+{
+    let mut attempt = 1;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let err = match transaction().await {
+            Err(err) if attempt < TRANSACTION_ATTEMPTS => err,
+            outcome => return outcome,
+        };
+        let Some(conflict) = conflict_in(&err) else {
+            return Err(err);
+        };
+        tracing::info!(
+            attempt,
+            error.message = %conflict,
+            "transaction conflicted, running it again"
+        );
+        // Drawn in a statement of its own: the thread's generator must not live across `await`.
+        let jittered = rand::rng().random_range(Duration::ZERO..=pause);
+        tokio::time::sleep(jittered).await;
+        attempt += 1;
+        pause *= 2;
+    }
+}
+
+/// The database error in `err`'s source chain that [`is_retryable`] accepts, if any.
+fn conflict_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a sqlx::Error> {
+    std::iter::successors(Some(err), |err| err.source())
+        .filter_map(|err| err.downcast_ref::<sqlx::Error>())
+        .find(|err| is_retryable(err))
+}
+
 /// Now, as the text every table stores its timestamps in: RFC 3339 in UTC with exactly six
 /// fractional digits, so that text order is time order in SQLite and PostgreSQL alike.
 pub fn now() -> String {
@@ -190,6 +262,115 @@ mod tests {
         assert_eq!(namespace_of("postgres://user:secret@db:5432"), "");
         assert_eq!(namespace_of("postgres://user:secret@db:5432/"), "");
         assert_eq!(namespace_of("sqlite://var/orders.db?mode=rwc"), "orders");
+    }
+
+    /// A PostgreSQL error with SQLSTATE `.0`, as the driver reports one.
+    #[derive(Debug, thiserror::Error)]
+    #[error("sqlstate {0}")]
+    struct Sqlstate(&'static str);
+
+    impl sqlx::error::DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    /// A service's error wrapping the database's, as each service's `ApiError` does.
+    #[derive(Debug, thiserror::Error)]
+    #[error("service error")]
+    struct ServiceError(#[from] sqlx::Error);
+
+    fn postgres(code: &'static str) -> ServiceError {
+        sqlx::Error::Database(Box::new(Sqlstate(code))).into()
+    }
+
+    #[tokio::test]
+    async fn a_deadlocked_transaction_runs_again_until_it_succeeds() {
+        let mut attempts = 0;
+        let outcome = retry_transaction(|| {
+            attempts += 1;
+            let attempt = attempts;
+            async move {
+                match attempt {
+                    1 => Err(postgres("40P01")),
+                    2 => Err(postgres("40001")),
+                    _ => Ok(attempt),
+                }
+            }
+        })
+        .await;
+        assert_eq!(outcome.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn other_errors_run_once_and_conflicts_only_a_few_times() {
+        let mut attempts = 0;
+        let duplicate = retry_transaction(|| {
+            attempts += 1;
+            async { Err::<(), _>(postgres("23505")) }
+        })
+        .await;
+        assert!(duplicate.is_err());
+        assert_eq!(attempts, 1);
+
+        attempts = 0;
+        let deadlocked = retry_transaction(|| {
+            attempts += 1;
+            async { Err::<(), _>(postgres("40P01")) }
+        })
+        .await;
+        assert!(deadlocked.is_err());
+        assert_eq!(attempts, TRANSACTION_ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn a_busy_sqlite_file_is_retryable_and_a_broken_constraint_is_not() {
+        use sqlx::Connection as _;
+        sqlx::any::install_default_drivers();
+        let file = std::env::temp_dir().join(format!(
+            "ordertrail_busy_{}.db",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let mut holder = sqlx::AnyConnection::connect(&url).await.unwrap();
+        let mut writer = sqlx::AnyConnection::connect(&url).await.unwrap();
+        let insert = "INSERT INTO t (id) VALUES (1)";
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA busy_timeout = 0")
+            .execute(&mut writer)
+            .await
+            .unwrap();
+
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let busy = sqlx::query(insert).execute(&mut writer).await.unwrap_err();
+        sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+        sqlx::query(insert).execute(&mut writer).await.unwrap();
+        let duplicate = sqlx::query(insert).execute(&mut writer).await.unwrap_err();
+
+        assert!(is_retryable(&busy), "{busy}");
+        assert!(!is_retryable(&duplicate), "{duplicate}");
+        let _ = std::fs::remove_file(file);
     }
 
     #[test]

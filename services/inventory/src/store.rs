@@ -1,7 +1,7 @@
 //! The inventory database: products, stock and reservations.
 
 use ordertrail_shared::api::{OrderLine, PricedLine, Product, Reservation, ReservationStatus};
-use ordertrail_shared::db::{Database, Sql, Traced, now};
+use ordertrail_shared::db::{Database, Sql, Traced, now, retry_transaction};
 use sqlx::{Any, Row, Transaction};
 
 use crate::error::ApiError;
@@ -59,7 +59,7 @@ const RELEASE_UNRESERVED: Sql = Sql {
 const RETURN_STOCK: Sql = Sql {
     operation: "UPDATE",
     collection: "products",
-    text: "UPDATE products SET stock = stock + (SELECT quantity FROM reservation_items WHERE reservation_items.order_id = $1 AND reservation_items.sku = products.sku) WHERE sku IN (SELECT sku FROM reservation_items WHERE order_id = $1)",
+    text: "UPDATE products SET stock = stock + $1 WHERE sku = $2",
 };
 
 /// Products, stock and reservations, over SQLite or PostgreSQL.
@@ -104,6 +104,14 @@ impl Store {
         order_id: &str,
         lines: &[OrderLine],
     ) -> Result<(Reservation, bool), ApiError> {
+        retry_transaction(|| self.try_reserve(order_id, lines)).await
+    }
+
+    async fn try_reserve(
+        &self,
+        order_id: &str,
+        lines: &[OrderLine],
+    ) -> Result<(Reservation, bool), ApiError> {
         let mut tx = self.db.pool.begin().traced(tracing::Span::none()).await?;
         // Writing first takes SQLite's write lock at once, so concurrent reservations queue
         // instead of failing on a lock upgrade; the conflict also makes the call idempotent.
@@ -119,10 +127,10 @@ impl Store {
             let existing = self.reservation(order_id).await?;
             return Ok((existing, false));
         }
-        // Rows are locked in SKU order, so two reservations of the same products in a
-        // different order cannot deadlock (PostgreSQL would abort one of them).
+        // Product rows are locked in SKU order, as a release locks them, so that two
+        // transactions over the same products never wait for each other in a circle.
         let mut lines: Vec<&OrderLine> = lines.iter().collect();
-        lines.sort_by(|a, b| a.sku.cmp(&b.sku));
+        lines.sort_by(|a, b| in_lock_order(&a.sku, &b.sku));
         let mut items = Vec::with_capacity(lines.len());
         for line in lines {
             items.push(self.take_stock(&mut tx, order_id, line).await?);
@@ -225,14 +233,14 @@ impl Store {
     /// Marks the reservation sold. Committing a committed reservation is a no-op; committing a
     /// released one is a conflict.
     pub async fn commit(&self, order_id: &str) -> Result<Reservation, ApiError> {
-        self.finish(order_id, ReservationStatus::Committed).await
+        retry_transaction(|| self.finish(order_id, ReservationStatus::Committed)).await
     }
 
     /// Puts the reserved stock back. Releasing a released reservation is a no-op; releasing a
     /// committed one is a conflict; releasing an order with no reservation records it released,
     /// so a late reserve for it takes nothing.
     pub async fn release(&self, order_id: &str) -> Result<Reservation, ApiError> {
-        self.finish(order_id, ReservationStatus::Released).await
+        retry_transaction(|| self.finish(order_id, ReservationStatus::Released)).await
     }
 
     async fn finish(&self, order_id: &str, to: ReservationStatus) -> Result<Reservation, ApiError> {
@@ -245,11 +253,7 @@ impl Store {
             .await?
             .rows_affected();
         if changed == 1 && to == ReservationStatus::Released {
-            sqlx::query(RETURN_STOCK.text)
-                .bind(order_id)
-                .execute(&mut *tx)
-                .traced(self.db.span(&RETURN_STOCK))
-                .await?;
+            self.return_stock(&mut tx, order_id).await?;
         } else if changed == 0 && to == ReservationStatus::Released {
             // Releasing what was never reserved leaves a released reservation behind, so that a
             // reserve still on its way (its caller gave up waiting) finds the order given up
@@ -275,6 +279,34 @@ impl Store {
         self.finished(order_id, to).await
     }
 
+    /// Gives back the stock `order_id` holds, one line at a time in SKU order: a single UPDATE
+    /// over all the lines would lock the product rows in whatever order its plan visits them,
+    /// and deadlock with a reserve or another release on PostgreSQL.
+    async fn return_stock(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        order_id: &str,
+    ) -> Result<(), ApiError> {
+        let mut items = sqlx::query(GET_ITEMS.text)
+            .bind(order_id)
+            .fetch_all(&mut **tx)
+            .traced(self.db.span(&GET_ITEMS))
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("sku")?, row.try_get("quantity")?)))
+            .collect::<Result<Vec<(String, i64)>, sqlx::Error>>()?;
+        items.sort_by(|(a, _), (b, _)| in_lock_order(a, b));
+        for (sku, quantity) in items {
+            sqlx::query(RETURN_STOCK.text)
+                .bind(quantity)
+                .bind(sku)
+                .execute(&mut **tx)
+                .traced(self.db.span(&RETURN_STOCK))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The reservation of `order_id`, which must now be `to`.
     async fn finished(
         &self,
@@ -290,4 +322,11 @@ impl Store {
         }
         Ok(reservation)
     }
+}
+
+/// The one order every transaction locks product rows in: by SKU, compared as Rust compares
+/// strings (bytes). Not the database's `ORDER BY`, whose collation may order some SKUs
+/// differently (PostgreSQL's locales skip punctuation at first).
+fn in_lock_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.cmp(b)
 }

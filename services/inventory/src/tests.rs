@@ -9,6 +9,8 @@ use tower::ServiceExt;
 
 use crate::{AppState, MIGRATIONS, Store, router};
 
+mod concurrency;
+
 fn line(sku: &str, quantity: i64) -> OrderLine {
     OrderLine {
         sku: sku.into(),
