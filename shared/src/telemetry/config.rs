@@ -102,7 +102,8 @@ pub struct TelemetryConfig {
     pub span_queue_size: usize,
     /// `LOG_FORMAT`: `json` (default) or `pretty`.
     pub log_format: LogFormat,
-    /// `RUST_LOG`, default [`DEFAULT_LOG_FILTER`].
+    /// `RUST_LOG`, default [`DEFAULT_LOG_FILTER`]. Whatever it says, the OpenTelemetry SDK's
+    /// own line per failed export is not logged: the span loss warning reports that, once.
     pub log_filter: String,
     /// `LOGSTASH_ADDR`: `host:port` of a Logstash `tcp` input to ship the JSON log lines to as
     /// well. Ignored, with a warning, when the format is `pretty`.

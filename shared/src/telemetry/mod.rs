@@ -10,6 +10,7 @@
 mod config;
 mod ecs;
 mod export;
+mod filter;
 pub mod logstash;
 pub mod receiver;
 
@@ -26,7 +27,7 @@ use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::resource::EnvResourceDetector;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tokio::runtime::{Handle, RuntimeFlavor};
-use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
@@ -148,7 +149,7 @@ fn build(
         .with_tracer(provider.tracer("ordertrail"))
         .with_target(false)
         .with_level(false)
-        .with_filter(span_filter());
+        .with_filter(filter::span_filter());
 
     let env_filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|err| {
         warnings.push(format!(
@@ -157,6 +158,7 @@ fn build(
         ));
         EnvFilter::new(DEFAULT_LOG_FILTER)
     });
+    let log_filter = filter::log_filter(env_filter);
     let (log_layer, shipper) = match config.log_format {
         LogFormat::Json => {
             let mut sinks = vec![stdout];
@@ -168,7 +170,7 @@ fn build(
             });
             // Log lines name the service exactly as its spans do.
             let identity = ServiceIdentity::from_resource(&resource);
-            let layer = EcsLayer::new(identity, sinks).with_filter(env_filter);
+            let layer = EcsLayer::new(identity, sinks).with_filter(log_filter);
             (layer.boxed(), shipper)
         }
         LogFormat::Pretty => {
@@ -180,7 +182,7 @@ fn build(
             }
             let layer = tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_filter(env_filter);
+                .with_filter(log_filter);
             (layer.boxed(), None)
         }
     };
@@ -192,28 +194,6 @@ fn build(
         stdout: None,
     };
     (subscriber, guard, warnings)
-}
-
-/// Spans of our own crates only: the exporter's HTTP/2 and gRPC stack must not trace itself.
-fn span_filter() -> Targets {
-    Targets::new()
-        .with_default(tracing::Level::INFO)
-        .with_target("h2", tracing::level_filters::LevelFilter::OFF)
-        .with_target("hyper", tracing::level_filters::LevelFilter::OFF)
-        .with_target("hyper_util", tracing::level_filters::LevelFilter::OFF)
-        .with_target("tonic", tracing::level_filters::LevelFilter::OFF)
-        .with_target("tower", tracing::level_filters::LevelFilter::OFF)
-        .with_target("reqwest", tracing::level_filters::LevelFilter::OFF)
-        .with_target("sqlx", tracing::level_filters::LevelFilter::OFF)
-        .with_target("opentelemetry", tracing::level_filters::LevelFilter::OFF)
-        .with_target(
-            "opentelemetry_sdk",
-            tracing::level_filters::LevelFilter::OFF,
-        )
-        .with_target(
-            "opentelemetry_otlp",
-            tracing::level_filters::LevelFilter::OFF,
-        )
 }
 
 /// The tracer provider: spans sampled (from `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`,

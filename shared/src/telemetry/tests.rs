@@ -14,6 +14,8 @@ use opentelemetry_sdk::trace::{
     OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT, SpanData, SpanEvents, SpanExporter, SpanLinks,
 };
 
+use serde_json::Value;
+
 use super::*;
 use crate::telemetry::ecs::tests::Captured;
 
@@ -341,4 +343,166 @@ async fn shutdown_flushes_spans_and_log_lines_within_one_budget() {
         "took {took:?}"
     );
     assert_eq!((stats.exported(), stats.dropped()), (0, 2));
+}
+
+/// What `log::log_enabled!(target: "sqlx::postgres::notice", Info)` does once tracing-log's
+/// `LogTracer` is the `log` logger (`try_init` installs it): it asks the dispatcher whether a
+/// record of that target and level is enabled, bypassing the call-site cache, and nothing is
+/// dispatched after it when no layer wants the record. sqlx makes this check on every
+/// PostgreSQL notice, such as the "relation \"_sqlx_migrations\" already exists, skipping"
+/// that every start against a migrated database gets.
+fn sqlx_checks_whether_notices_are_logged() -> bool {
+    use tracing::callsite::{DefaultCallsite, Identifier};
+    use tracing::field::FieldSet;
+    use tracing::metadata::Kind;
+    // tracing-log's metadata for a `log` record: a call site of its own, never registered.
+    static CALLSITE: DefaultCallsite = DefaultCallsite::new(&NOTICE);
+    static NOTICE: tracing::Metadata<'static> = tracing::Metadata::new(
+        "log record",
+        "sqlx::postgres::notice",
+        tracing::Level::INFO,
+        None,
+        None,
+        None,
+        FieldSet::new(&["message"], Identifier(&CALLSITE)),
+        Kind::EVENT,
+    );
+    tracing::dispatcher::get_default(|dispatch| dispatch.enabled(&NOTICE))
+}
+
+#[test]
+fn a_line_logged_after_a_check_for_a_filtered_out_target_is_written() {
+    let config = config(&[("OTEL_SDK_DISABLED", "true")]);
+    let captured = Captured::default();
+    let (subscriber, _guard, _) = build(&config, Box::new(captured.clone()));
+
+    tracing::subscriber::with_default(subscriber, || {
+        sqlx_checks_whether_notices_are_logged();
+        tracing::info!("inventory listening");
+    });
+
+    let messages: Vec<Value> = captured
+        .lines()
+        .iter()
+        .map(|l| l["message"].clone())
+        .collect();
+    assert_eq!(messages, ["inventory listening"]);
+}
+
+#[test]
+fn a_span_started_after_a_check_for_a_filtered_out_target_is_traced() {
+    let config = config(&[("OTEL_SDK_DISABLED", "true")]);
+    let captured = Captured::default();
+    let (subscriber, _guard, _) = build(&config, Box::new(captured.clone()));
+
+    tracing::subscriber::with_default(subscriber, || {
+        sqlx_checks_whether_notices_are_logged();
+        let span = tracing::info_span!("request", order.id = 7);
+        let _entered = span.enter();
+        tracing::info!("inside");
+    });
+
+    let lines = captured.lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    // The span reached both layers: OpenTelemetry gave it ids, the log layer its fields.
+    assert!(lines[0]["trace.id"].is_string(), "{}", lines[0]);
+    assert_eq!(lines[0]["order.id"], 7, "{}", lines[0]);
+}
+
+/// Set in the copy of the test binary that [`in_own_process`] starts.
+const IN_OWN_PROCESS: &str = "ORDERTRAIL_TEST_IN_OWN_PROCESS";
+
+/// Runs the test `name` (of this module) again, alone, in a child process, and asserts that it
+/// passed there; returns `true` in that child, which runs the test's body.
+///
+/// For tests that install the global subscriber: the SDK exports and logs from a thread of its
+/// own, which only the global subscriber reaches, and a global subscriber in the test process
+/// would also collect the lines of every other test's threads.
+fn in_own_process(name: &str) -> bool {
+    if std::env::var_os(IN_OWN_PROCESS).is_some() {
+        return true;
+    }
+    let module = module_path!().split_once("::").unwrap().1;
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg(format!("{module}::{name}"))
+        .args(["--exact", "--nocapture", "--test-threads=1"])
+        .env(IN_OWN_PROCESS, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{name} in its own process:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_batches_are_reported_by_the_loss_warning_alone() {
+    if !in_own_process("failed_batches_are_reported_by_the_loss_warning_alone") {
+        return;
+    }
+    let config = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &refused_endpoint())]);
+    let captured = Captured::default();
+    let (subscriber, guard, warnings) = build(&config, Box::new(captured.clone()));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let provider = guard.provider.clone().unwrap();
+    for batch in 0..3 {
+        tracing::info_span!("request", batch).in_scope(|| {});
+        let provider = provider.clone();
+        // Each flush is one export, from the SDK's thread, which blocks on it.
+        let flushed = tokio::task::spawn_blocking(move || provider.force_flush());
+        assert!(flushed.await.unwrap().is_err(), "batch {batch} exported");
+    }
+    assert_eq!(guard.stats().dropped(), 3);
+    drop(guard);
+
+    let lines = captured.lines();
+    let reported: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["log.level"] != "INFO" && l["log.level"] != "DEBUG")
+        .collect();
+    assert_eq!(reported.len(), 1, "{reported:#?}");
+    assert_eq!(
+        reported[0]["message"],
+        "span export failing; spans are dropped"
+    );
+    let cause = reported[0]["error.message"].as_str().unwrap_or_default();
+    assert!(cause.contains("Connection refused"), "{}", reported[0]);
+    let sdk_lines: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            l["log.logger"]
+                .as_str()
+                .is_some_and(|logger| logger.starts_with("opentelemetry"))
+        })
+        .collect();
+    assert!(sdk_lines.is_empty(), "{sdk_lines:#?}");
+}
+
+#[test]
+fn rust_log_selects_log_lines_and_leaves_spans_alone() {
+    let config = config(&[
+        ("OTEL_SDK_DISABLED", "true"),
+        ("RUST_LOG", "warn,[checkout]=debug"),
+    ]);
+    let captured = Captured::default();
+    let (subscriber, _guard, _) = build(&config, Box::new(captured.clone()));
+
+    tracing::subscriber::with_default(subscriber, || {
+        let request = tracing::info_span!("request");
+        let _request = request.enter();
+        tracing::info!("below warn");
+        tracing::warn!("warned");
+        tracing::info_span!("checkout").in_scope(|| tracing::debug!("inside checkout"));
+    });
+
+    let lines = captured.lines();
+    let messages: Vec<&Value> = lines.iter().map(|l| &l["message"]).collect();
+    assert_eq!(messages, ["warned", "inside checkout"]);
+    // The span RUST_LOG filters out of the log lines is still traced.
+    assert!(lines[0]["trace.id"].is_string(), "{}", lines[0]);
 }
