@@ -1,6 +1,9 @@
 //! Orders that fail: every one ends `failed`, compensated, with the failure on its trace.
 
-use crate::support::{DECLINED_CARD, GOOD_CARD, TestStack, named, names, order};
+use crate::support::{
+    DECLINED_CARD, GOOD_CARD, TestStack, assert_every_span_carries_the_customer, named, names,
+    order,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declined_card_is_402_and_releases_the_reservation() {
@@ -50,6 +53,8 @@ async fn a_declined_card_is_402_and_releases_the_reservation() {
         "{:#?}",
         names(&spans)
     );
+    assert_every_span_carries_the_customer(&spans, "c-42");
+    stack.assert_card_nowhere(DECLINED_CARD).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,6 +92,8 @@ async fn out_of_stock_is_409_and_charges_nothing() {
         "{:#?}",
         names(&spans)
     );
+    assert_every_span_carries_the_customer(&spans, "c-42");
+    stack.assert_card_nowhere(GOOD_CARD).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,6 +128,8 @@ async fn with_the_payment_service_stopped_the_order_fails_and_the_stock_comes_ba
             && c.attribute("error.type") == Some("connect"))
     );
     assert!(named(&spans, "checkout").is_error);
+    assert_every_span_carries_the_customer(&spans, "c-42");
+    stack.assert_card_nowhere(GOOD_CARD).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

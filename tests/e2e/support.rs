@@ -1,6 +1,10 @@
 //! `TestStack`: four services, a trace receiver and their captured log lines.
 
-use std::collections::HashMap;
+pub mod ledger;
+pub mod load;
+mod postgres;
+
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -11,6 +15,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use ordertrail_shared::telemetry::receiver::{self, ReceivedSpan};
+use postgres::POSTGRES_URL_VAR;
+use postgres::PostgresDatabases;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpSocket;
@@ -24,6 +30,13 @@ pub const ROLES: [&str; 4] = ["inventory", "payment", "order", "gateway"];
 pub const GOOD_CARD: &str = "4242424242424242";
 pub const DECLINED_CARD: &str = "4000000000000002";
 
+/// Taken by each test that loads a stack hard: one such test at a time, as each needs both
+/// cores of a CI runner (a saga slowed beyond the sweep's stall time would be raced by it).
+pub async fn one_load_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOAD.lock().await
+}
+
 /// The four services, running.
 pub struct TestStack {
     pub ports: HashMap<&'static str, u16>,
@@ -34,9 +47,64 @@ pub struct TestStack {
     received: Vec<ReceivedSpan>,
     logs: Arc<Mutex<Vec<Value>>>,
     pub dir: PathBuf,
-    /// Ports of stopped services, held so that calls to them are refused.
-    held: Vec<TcpSocket>,
+    /// The variables every service gets, besides its role's own.
+    env: Vec<(&'static str, String)>,
+    /// `DATABASE_URL` of order, payment and inventory.
+    database_urls: HashMap<&'static str, String>,
+    /// Ports of stopped or killed services, held so that calls to them are refused.
+    held: HashMap<&'static str, TcpSocket>,
     http: reqwest::Client,
+    /// Declared last: dropped once the services are gone.
+    _postgres: Option<PostgresDatabases>,
+}
+
+/// How to start a stack. The default: telemetry to the test's receiver, SQLite, nothing more.
+#[derive(Default)]
+pub struct Setup {
+    pub telemetry: Telemetry,
+    pub databases: Databases,
+    /// More variables for every service, such as the recovery sweep's timings.
+    pub env: Vec<(&'static str, String)>,
+}
+
+/// Where order, payment and inventory keep their data.
+#[derive(Debug, Clone, Default)]
+pub enum Databases {
+    /// A SQLite file each, in the stack's folder.
+    #[default]
+    Sqlite,
+    /// A fresh database each on the PostgreSQL server at this URL, dropped with the stack.
+    Postgres(String),
+}
+
+impl Databases {
+    /// `sqlite` or `postgresql`, to print.
+    pub fn system(&self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres(_) => "postgresql",
+        }
+    }
+
+    /// The server named by `ORDERTRAIL_TEST_POSTGRES_URL`, or `None` with a note saying that
+    /// `test` is skipped.
+    pub fn postgres_from_env(test: &str) -> Option<Self> {
+        match std::env::var(POSTGRES_URL_VAR) {
+            Ok(server) => Some(Self::Postgres(server)),
+            Err(_) => {
+                eprintln!("{test}: skipped, {POSTGRES_URL_VAR} is not set");
+                None
+            }
+        }
+    }
+}
+
+/// The recovery sweep's timings, as the order service reads them.
+pub fn sweep(every: &str, stalled_after: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("RECOVERY_SWEEP_EVERY", every.to_owned()),
+        ("RECOVERY_STALLED_AFTER", stalled_after.to_owned()),
+    ]
 }
 
 /// Where the services send their telemetry, when not to the test's own receiver.
@@ -80,21 +148,65 @@ impl Answer {
             .expect("a trace id in traceresponse")
             .to_owned()
     }
+
+    /// Reads `response` whole; a body that is not JSON is `Null`.
+    pub async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let traceresponse = response
+            .headers()
+            .get("traceresponse")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = response.json().await.unwrap_or(Value::Null);
+        Self {
+            status,
+            traceresponse,
+            body,
+        }
+    }
 }
 
 impl TestStack {
     /// Starts the receiver and the four services, and waits until each is ready.
     pub async fn start() -> Self {
-        Self::start_with(Telemetry::default()).await
+        Self::start_with(Setup::default()).await
     }
 
-    /// Like [`TestStack::start`], with the telemetry destinations of `telemetry`.
-    pub async fn start_with(telemetry: Telemetry) -> Self {
+    /// Like [`TestStack::start`], as `setup` says.
+    pub async fn start_with(setup: Setup) -> Self {
         let (receiver_addr, requests) = receiver::start_raw(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .unwrap();
         let dir = std::env::temp_dir().join(format!("ordertrail-e2e-{}", uuid_like()));
         std::fs::create_dir_all(&dir).unwrap();
+        let (database_urls, postgres) = match &setup.databases {
+            Databases::Sqlite => {
+                let urls = ["order", "payment", "inventory"].map(|role| {
+                    (
+                        role,
+                        format!("sqlite://{}/{role}.db?mode=rwc", dir.display()),
+                    )
+                });
+                (HashMap::from(urls), None)
+            }
+            Databases::Postgres(server) => {
+                let databases =
+                    PostgresDatabases::create(server, &["order", "payment", "inventory"]).await;
+                (databases.urls(), Some(databases))
+            }
+        };
+        let Telemetry {
+            otlp_endpoint,
+            logstash_addr,
+        } = setup.telemetry;
+        let mut env = vec![
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                otlp_endpoint.unwrap_or_else(|| format!("http://{receiver_addr}")),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+            ("LOGSTASH_ADDR", logstash_addr.unwrap_or_default()),
+        ];
+        env.extend(setup.env);
         let mut stack = Self {
             ports: HashMap::new(),
             children: HashMap::new(),
@@ -102,66 +214,62 @@ impl TestStack {
             raw: Vec::new(),
             received: Vec::new(),
             logs: Arc::default(),
-            dir: dir.clone(),
-            held: Vec::new(),
+            dir,
+            env,
+            database_urls,
+            held: HashMap::new(),
             http: reqwest::Client::new(),
+            _postgres: postgres,
         };
         // Each service binds a port of its own choosing (port 0) and logs it; callees start
         // first, so their ports are known when their callers start. Picking free ports here
         // instead would race with every other process binding ports meanwhile.
         for role in ROLES {
-            let url = |role: &str| {
-                let port = stack.ports.get(role).copied().unwrap_or(9);
-                format!("http://127.0.0.1:{port}")
-            };
-            let mut command = Command::new(env!("CARGO_BIN_EXE_ordertrail"));
-            command
-                .args(["serve", role])
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env("OTEL_SERVICE_NAME", role)
-                .env(
-                    "OTEL_EXPORTER_OTLP_ENDPOINT",
-                    telemetry
-                        .otlp_endpoint
-                        .clone()
-                        .unwrap_or_else(|| format!("http://{receiver_addr}")),
-                )
-                .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-                .env(
-                    "LOGSTASH_ADDR",
-                    telemetry.logstash_addr.clone().unwrap_or_default(),
-                )
-                .env("LISTEN_ADDR", "127.0.0.1:0")
-                .env(
-                    "DATABASE_URL",
-                    format!("sqlite://{}/{role}.db?mode=rwc", dir.display()),
-                )
-                .env("ORDER_URL", url("order"))
-                .env("PAYMENT_URL", url("payment"))
-                .env("INVENTORY_URL", url("inventory"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true);
-            let mut child = command.spawn().unwrap();
-            let stdout = child.stdout.take().unwrap();
-            let logs = stack.logs.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stdout).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let value: Value = serde_json::from_str(&line).unwrap_or_else(|err| {
-                        panic!("{role} wrote a line that is not JSON ({err}): {line}")
-                    });
-                    logs.lock().unwrap().push(value);
-                }
-            });
-            stack.children.insert(role, child);
+            stack.spawn(role, "127.0.0.1:0");
             let port = stack.listening_port(role).await;
             stack.ports.insert(role, port);
             stack.wait_ready(role).await;
         }
         stack
+    }
+
+    /// Starts the process of `role` listening on `listen_addr`, its stdout captured.
+    fn spawn(&mut self, role: &'static str, listen_addr: &str) {
+        let url = |role: &str| {
+            let port = self.ports.get(role).copied().unwrap_or(9);
+            format!("http://127.0.0.1:{port}")
+        };
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ordertrail"));
+        command
+            .args(["serve", role])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("OTEL_SERVICE_NAME", role)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("LISTEN_ADDR", listen_addr)
+            .env("ORDER_URL", url("order"))
+            .env("PAYMENT_URL", url("payment"))
+            .env("INVENTORY_URL", url("inventory"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(database_url) = self.database_urls.get(role) {
+            command.env("DATABASE_URL", database_url);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let logs = self.logs.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let value: Value = serde_json::from_str(&line).unwrap_or_else(|err| {
+                    panic!("{role} wrote a line that is not JSON ({err}): {line}")
+                });
+                logs.lock().unwrap().push(value);
+            }
+        });
+        self.children.insert(role, child);
     }
 
     /// The port `role` says it listens on, from its "… listening" log line.
@@ -200,7 +308,7 @@ impl TestStack {
     }
 
     /// Stops one service with SIGTERM and waits for it to exit.
-    pub async fn stop(&mut self, role: &str) {
+    pub async fn stop(&mut self, role: &'static str) {
         let mut child = self.children.remove(role).unwrap();
         kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
         let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
@@ -210,25 +318,39 @@ impl TestStack {
         assert!(status.success(), "{role} exited with {status}");
         // Keep its port taken, so that no other test's service can start on it and answer
         // in its place: connections to it are refused, as to a stopped service.
-        self.held.push(refusing_socket(self.ports[role]));
+        self.held.insert(role, refusing_socket(self.ports[role]));
     }
 
-    fn gateway(&self, path: &str) -> String {
+    /// Kills one service with SIGKILL, as a crash would: no drain, no flush. Its port refuses
+    /// connections until [`TestStack::restart`].
+    pub async fn kill(&mut self, role: &'static str) {
+        let mut child = self.children.remove(role).unwrap();
+        child.start_kill().unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("killed in time")
+            .unwrap();
+        assert!(!status.success(), "{role} exited with {status}");
+        self.held.insert(role, refusing_socket(self.ports[role]));
+    }
+
+    /// Starts a stopped or killed service again, on its port and with its database, and waits
+    /// until it is ready.
+    pub async fn restart(&mut self, role: &'static str) {
+        let port = self.ports[role];
+        drop(self.held.remove(role));
+        self.spawn(role, &format!("127.0.0.1:{port}"));
+        self.wait_ready(role).await;
+    }
+
+    /// The `DATABASE_URL` of `role` (order, payment or inventory).
+    pub fn database_url(&self, role: &str) -> &str {
+        &self.database_urls[role]
+    }
+
+    /// The URL of `path` at the gateway.
+    pub fn gateway(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.ports["gateway"])
-    }
-
-    async fn answer(response: reqwest::Response) -> Answer {
-        let status = response.status().as_u16();
-        let traceresponse = response
-            .headers()
-            .get("traceresponse")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let body = response.json().await.unwrap_or(Value::Null);
-        Answer {
-            status,
-            traceresponse,
-            body,
-        }
     }
 
     /// `POST /api/orders` with `body`, an optional idempotency key and an optional traceparent.
@@ -245,18 +367,18 @@ impl TestStack {
         if let Some(traceparent) = traceparent {
             request = request.header("traceparent", traceparent);
         }
-        Self::answer(request.send().await.unwrap()).await
+        Answer::read(request.send().await.unwrap()).await
     }
 
     /// `GET` a gateway path.
     pub async fn get(&self, path: &str) -> Answer {
-        Self::answer(self.http.get(self.gateway(path)).send().await.unwrap()).await
+        Answer::read(self.http.get(self.gateway(path)).send().await.unwrap()).await
     }
 
     /// `GET` a path of one service directly.
     pub async fn get_from(&self, role: &str, path: &str) -> Answer {
         let url = format!("http://127.0.0.1:{}{path}", self.ports[role]);
-        Self::answer(self.http.get(url).send().await.unwrap()).await
+        Answer::read(self.http.get(url).send().await.unwrap()).await
     }
 
     /// The stock of `sku`.
@@ -270,6 +392,56 @@ impl TestStack {
             .unwrap()["stock"]
             .as_i64()
             .unwrap()
+    }
+
+    /// The stock of every product, by SKU.
+    pub async fn stocks(&self) -> BTreeMap<String, i64> {
+        let products = self.get("/api/products").await.body;
+        products
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["sku"].as_str().unwrap().to_owned(),
+                    p["stock"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Asserts that `card`, whole or its first twelve digits, is in no captured log line, in
+    /// nothing exported (span names, attributes, events, resources) and in no SQLite file of
+    /// the stack (a PostgreSQL stack's tables are not searched).
+    pub async fn assert_card_nowhere(&mut self, card: &str) {
+        // The services export every 100 ms: let the last batches arrive.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.drain();
+        assert!(!self.raw.is_empty(), "nothing was exported to search");
+        let exported = serde_json::to_string(&self.raw).unwrap();
+        let logs = self.logs();
+        let files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|entry| {
+                let path = entry.unwrap().path();
+                (path.display().to_string(), std::fs::read(&path).unwrap())
+            })
+            .collect();
+        for needle in [card, &card[..12]] {
+            if let Some(line) = logs.iter().find(|l| l.to_string().contains(needle)) {
+                panic!("a log line holds {needle}: {line}");
+            }
+            if let Some(at) = exported.find(needle) {
+                let around = &exported[at.saturating_sub(300)..(at + 300).min(exported.len())];
+                panic!("an exported span holds {needle}: …{around}…");
+            }
+            for (path, bytes) in &files {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{path} holds {needle}"
+                );
+            }
+        }
     }
 
     /// The spans of `trace_id`, once spans named `expected` have all arrived (or after ten
@@ -316,6 +488,17 @@ impl TestStack {
         }
     }
 
+    /// The log lines at level ERROR, the first twenty: what to look at when a request got a
+    /// 5xx.
+    pub fn error_lines(&self) -> Vec<Value> {
+        let logs = self.logs.lock().unwrap();
+        logs.iter()
+            .filter(|l| l["log.level"] == "ERROR")
+            .take(20)
+            .cloned()
+            .collect()
+    }
+
     /// Every log line captured so far.
     pub fn logs(&self) -> Vec<Value> {
         self.logs.lock().unwrap().clone()
@@ -324,6 +507,10 @@ impl TestStack {
 
 impl Drop for TestStack {
     fn drop(&mut self) {
+        // Stop the services first, so that their databases can be dropped.
+        for child in self.children.values_mut() {
+            let _ = child.start_kill();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -365,6 +552,30 @@ pub fn names(spans: &[ReceivedSpan]) -> Vec<String> {
         .iter()
         .map(|s| format!("{}: {} ({})", s.service_name, s.name, s.kind))
         .collect()
+}
+
+/// Asserts that every span of `spans` carries `customer.id` = `customer`, listing those that
+/// do not.
+pub fn assert_every_span_carries_the_customer(spans: &[ReceivedSpan], customer: &str) {
+    let without: Vec<String> = spans
+        .iter()
+        .filter(|s| s.attribute("customer.id") != Some(customer))
+        .map(|s| {
+            format!(
+                "{}: {} ({}) customer.id = {:?}",
+                s.service_name,
+                s.name,
+                s.kind,
+                s.attribute("customer.id")
+            )
+        })
+        .collect();
+    assert!(
+        without.is_empty(),
+        "{} of {} spans lack customer.id {customer}: {without:#?}",
+        without.len(),
+        spans.len()
+    );
 }
 
 /// The parent of `span` among `spans`.

@@ -7,7 +7,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 
-use crate::support::{GOOD_CARD, Telemetry, TestStack, order, refusing_socket};
+use crate::support::{GOOD_CARD, Setup, Telemetry, TestStack, order, refusing_socket};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_collector_down_orders_succeed_and_the_lost_spans_are_counted() {
@@ -17,7 +17,11 @@ async fn with_the_collector_down_orders_succeed_and_the_lost_spans_are_counted()
         otlp_endpoint: Some(format!("http://{}", collector.local_addr().unwrap())),
         logstash_addr: Some(logstash.local_addr().unwrap().to_string()),
     };
-    let stack = TestStack::start_with(telemetry).await;
+    let stack = TestStack::start_with(Setup {
+        telemetry,
+        ..Setup::default()
+    })
+    .await;
 
     let answer = stack
         .post_order(&order("TRAIL-TEE", 1, GOOD_CARD), None, None)

@@ -1,0 +1,125 @@
+//! A service killed with SIGKILL in the middle of a load, then started again on its port with
+//! its database: sagas stop half-way, clients retry with their idempotency keys, and the
+//! recovery sweep finishes what was left open. Afterwards the same invariants hold as under
+//! plain concurrency; only the keys the outage reached may have been answered 503.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use crate::support::ledger::{Ledger, report};
+use crate::support::load::{self, Load, Retry, is_final};
+use crate::support::{Databases, Setup, TestStack, one_load_at_a_time, sweep};
+
+/// Keys sent; with their copies and the clients' retries, a few hundred requests.
+const KEYS: usize = 200;
+/// Keys in flight at once.
+const CONCURRENCY: usize = 16;
+/// How long the killed service stays down.
+const DOWN_FOR: Duration = Duration::from_millis(500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_service_killed_mid_load_on_sqlite_leaves_every_order_finished_and_consistent() {
+    killed_mid_load_every_invariant_holds("order", Databases::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_payment_service_killed_mid_load_on_sqlite_leaves_every_order_finished_and_consistent()
+{
+    killed_mid_load_every_invariant_holds("payment", Databases::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_service_killed_mid_load_on_postgresql_leaves_every_order_finished_and_consistent()
+ {
+    let test = "the_order_service_killed_mid_load_on_postgresql_leaves_every_order_finished_and_consistent";
+    if let Some(postgres) = Databases::postgres_from_env(test) {
+        killed_mid_load_every_invariant_holds("order", postgres).await;
+    }
+}
+
+async fn killed_mid_load_every_invariant_holds(role: &'static str, databases: Databases) {
+    let _alone = one_load_at_a_time().await;
+    let system = databases.system();
+    let mut stack = TestStack::start_with(Setup {
+        databases,
+        // Short, so the test is; still beyond the slowest checkout of this load.
+        env: sweep("200ms", "2s"),
+        ..Setup::default()
+    })
+    .await;
+    let initial = stack.stocks().await;
+    let load = Load::new(stack.gateway("/api/orders"), CONCURRENCY, Retry::UntilFinal);
+    let running = tokio::spawn({
+        let load = load.clone();
+        async move { load.run(load::jobs(KEYS)).await }
+    });
+
+    // Once a quarter of the keys have been answered, sagas are under way: kill, wait, restart.
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while load.answered() < KEYS / 4 && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let killed_at = Instant::now();
+    stack.kill(role).await;
+    tokio::time::sleep(DOWN_FOR).await;
+    stack.restart(role).await;
+    let back_at = Instant::now();
+    let sent = running.await.unwrap();
+    let ledger = Ledger::settled(&stack, Duration::from_secs(20)).await;
+
+    let violations = ledger.violations(&initial, &sent);
+    let recovered = stack
+        .logs()
+        .iter()
+        .filter(|l| l["message"] == "open order recovered")
+        .count();
+    // Keys with a request under way while the service was down: they may be answered 503
+    // (or, were the gateway the one killed, not at all).
+    let reached: BTreeSet<&str> = sent
+        .iter()
+        .filter(|s| s.overlaps(killed_at, back_at))
+        .map(|s| s.key.as_str())
+        .collect();
+    println!(
+        "{role} on {system} killed after {} answers, back after {:?}; {} keys reached by the outage; {recovered} orders finished by the sweep\n{}\n{}\n{}",
+        sent.iter().filter(|s| s.ended <= killed_at).count(),
+        back_at - killed_at,
+        reached.len(),
+        load::summary(&sent),
+        ledger.figures(&initial),
+        report(&violations)
+    );
+
+    let unexpected: Vec<String> = sent
+        .iter()
+        .filter(|s| {
+            let excused = reached.contains(s.key.as_str());
+            match &s.outcome {
+                Err(_) => !excused,
+                Ok(answer) => answer.status >= 500 && !(answer.status == 503 && excused),
+            }
+        })
+        .map(|s| format!("{}: {}", s.key, s.label()))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "5xx or no answer outside the outage: {unexpected:#?}\nthe services' errors: {:#?}",
+        stack.error_lines()
+    );
+    assert!(
+        violations.values().all(Vec::is_empty),
+        "{}",
+        report(&violations)
+    );
+    // Every client ended with a final answer (its retries outlasted the outage and the sweep).
+    let mut last = BTreeMap::new();
+    for one in &sent {
+        last.insert(one.key.as_str(), one);
+    }
+    let unfinished: Vec<String> = last
+        .values()
+        .filter(|s| !s.outcome.as_ref().is_ok_and(is_final))
+        .map(|s| format!("{}: {}", s.key, s.label()))
+        .collect();
+    assert!(unfinished.is_empty(), "no final answer: {unfinished:#?}");
+}
