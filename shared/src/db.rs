@@ -188,8 +188,9 @@ pub fn is_retryable(err: &sqlx::Error) -> bool {
 }
 
 /// Runs `transaction` until it succeeds, fails for a reason other than a conflict
-/// ([`is_retryable`], looked up in the error's source chain, so a service's error enum wrapping
-/// `sqlx::Error` works as is), or has run [`TRANSACTION_ATTEMPTS`] times. Between attempts it
+/// ([`is_retryable`], looked up in the error's source chain: a service's error enum must
+/// keep the `sqlx::Error` as its source, as `#[from]` does, not `#[error(transparent)]`, whose
+/// `source()` skips it), or has run [`TRANSACTION_ATTEMPTS`] times. Between attempts it
 /// waits a random pause below 10 ms, 20 ms, 40 ms..., so that the transactions that collided do
 /// not collide again.
 ///

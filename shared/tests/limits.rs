@@ -246,3 +246,47 @@ async fn a_stop_waits_for_background_jobs_to_finish() {
 
     assert!(finished.load(Ordering::SeqCst));
 }
+
+#[tokio::test]
+async fn a_stop_drops_what_still_runs_after_the_drain_timeout() {
+    let service = Service::bind_with("127.0.0.1:0".parse().unwrap(), small_limits())
+        .await
+        .unwrap();
+    let finished = Arc::new(AtomicBool::new(false));
+    let done = finished.clone();
+    service.spawn(move |_stop| async move {
+        // A job that does not listen for the stop.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        done.store(true, Ordering::SeqCst);
+    });
+    let addr = service.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(service.serve(Router::new(), async {
+        let _ = stopped.await;
+    }));
+    // A client in the middle of its headers when the stop comes.
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"GET / HTTP/1.1\r\nhost").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    stop.send(()).unwrap();
+
+    tokio::time::timeout(Duration::from_secs(15), serving)
+        .await
+        .expect("the stop ends within the drain timeout")
+        .unwrap()
+        .unwrap();
+    assert!(!finished.load(Ordering::SeqCst), "the job was dropped");
+    assert_eq!(
+        read_to_close(&mut client).await,
+        "",
+        "the connection was closed"
+    );
+}
+
+#[test]
+fn the_default_request_bound_is_below_the_connection_bound() {
+    let limits = Limits::default();
+    assert!(limits.max_concurrent_requests < limits.max_connections);
+    assert!(limits.max_concurrent_requests > 0);
+}

@@ -1,7 +1,8 @@
 //! The public API: `GET /api/products`, `POST /api/orders`, `GET /api/orders/{id}`.
 //!
-//! Answers from upstream pass through unchanged (status, body and content type); the gateway
-//! answers itself only for a request it refuses and for an upstream it cannot reach.
+//! Answers from upstream pass through unchanged (status, body, content type and
+//! `Retry-After`); the gateway answers itself only for a request it refuses and for an
+//! upstream it cannot reach.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -87,14 +88,15 @@ async fn forward(call: Call, service: &str) -> Response {
         Err(_) => return unavailable(service),
     };
     let status = upstream.status();
-    let content_type = upstream.headers().get(header::CONTENT_TYPE).cloned();
+    let passed_on: Vec<_> = [header::CONTENT_TYPE, header::RETRY_AFTER]
+        .into_iter()
+        .filter_map(|name| Some((name.clone(), upstream.headers().get(name)?.clone())))
+        .collect();
     match upstream.bytes().await {
         Ok(body) => {
             let mut response = (status, body).into_response();
-            if let Some(content_type) = content_type {
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_TYPE, content_type);
+            for (name, value) in passed_on {
+                response.headers_mut().insert(name, value);
             }
             response
         }

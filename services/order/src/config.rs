@@ -24,11 +24,33 @@ pub struct Config {
     pub payment_url: String,
     /// How often the recovery sweep looks for stalled orders (`RECOVERY_SWEEP_EVERY`, e.g.
     /// `30s`).
-    #[arg(long, env = "RECOVERY_SWEEP_EVERY", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RECOVERY_SWEEP_EVERY", default_value = "30s", value_parser = positive_duration)]
     pub sweep_every: Duration,
     /// How long an open order must stand still before the sweep finishes it
     /// (`RECOVERY_STALLED_AFTER`, e.g. `2m`). Keep it well beyond the longest checkout (every
     /// step's attempts timing out), or the sweep races a running saga.
-    #[arg(long, env = "RECOVERY_STALLED_AFTER", default_value = "2m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RECOVERY_STALLED_AFTER", default_value = "2m", value_parser = positive_duration)]
     pub stalled_after: Duration,
+}
+
+/// A humantime duration (`200ms`, `30s`, `2m`) that is not zero: a sweep every 0 s would spin.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be more than zero".into()),
+        Ok(duration) => Ok(duration),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_timings_are_humantime_and_never_zero() {
+        assert_eq!(positive_duration("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(positive_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(positive_duration("0s").is_err());
+        assert!(positive_duration("soon").is_err());
+    }
 }

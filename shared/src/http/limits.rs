@@ -35,7 +35,9 @@ pub struct Limits {
     pub body_read_timeout: Duration,
     /// A request must be answered within this, or the answer is 503 with `Retry-After`.
     pub request_timeout: Duration,
-    /// Requests handled at once; one more is answered 503 with `Retry-After` at once.
+    /// Requests handled at once; one more is answered 503 with `Retry-After` at once. Keep it
+    /// below `max_connections`: an HTTP/1 connection carries one request at a time, so a
+    /// bound at or above it would never be reached.
     pub max_concurrent_requests: usize,
     /// Connections open at once; more wait in the listen backlog until one closes.
     pub max_connections: usize,
@@ -49,13 +51,14 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        let max_connections = max_connections();
         Self {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
             // Beyond the gateway's 30 s wait for a checkout.
             request_timeout: Duration::from_secs(40),
-            max_concurrent_requests: 512,
-            max_connections: max_connections(),
+            max_concurrent_requests: max_connections / 2,
+            max_connections,
             max_body_bytes: 64 * 1024,
             max_uri_bytes: 8 * 1024,
             max_header_bytes: 16 * 1024,
@@ -65,7 +68,8 @@ impl Default for Limits {
 
 /// Half of the open-file limit (the other half is for calls to other services, the database
 /// and logs), between 16 and 1024: past its file limit a process cannot even accept a
-/// connection to refuse it.
+/// connection to refuse it. Half of these may have a request being handled at once; the
+/// rest, beyond that, are answered 503 at once instead of waiting.
 fn max_connections() -> usize {
     #[cfg(unix)]
     let files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
@@ -84,10 +88,12 @@ pub(crate) fn limited(router: Router, limits: &Limits) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(limits.clone(), read_request))
         .layer(
             ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(panicked))
+                // Read before a slot is taken, so that a slow body holds a connection (bounded
+                // by `max_connections`) but not one of the requests being handled.
+                .layer(middleware::from_fn_with_state(limits.clone(), read_request))
                 .layer(HandleErrorLayer::new(overloaded))
                 .load_shed()
                 .layer(GlobalConcurrencyLimitLayer::new(
@@ -95,6 +101,12 @@ pub(crate) fn limited(router: Router, limits: &Limits) -> Router {
                 ))
                 .timeout(limits.request_timeout),
         )
+}
+
+/// The `405` answer of a route that exists, for routes outside [`limited`] too.
+pub(crate) async fn method_not_allowed() -> Problem {
+    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        .with_detail("the route does not take this method")
 }
 
 /// Refuses a request whose head is too big, then reads its whole body within the limits, so
@@ -168,11 +180,6 @@ fn too_large(limits: &Limits) -> Response {
 
 async fn not_found() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "not found").with_detail("no such route")
-}
-
-async fn method_not_allowed() -> Problem {
-    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        .with_detail("the route does not take this method")
 }
 
 /// The answer when the concurrency bound is reached or a request runs out of time: try again

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::limits::{Limits, limited};
+use super::limits::{Limits, limited, method_not_allowed};
 use crate::db::Database;
 
 /// The longest `url.path` a span records: a path too long to serve is answered 414, and must not
@@ -43,7 +43,7 @@ pub enum Door {
 pub fn app(routes: Router, door: Door, database: Option<Database>, limits: &Limits) -> Router {
     limited(routes, limits)
         .layer(middleware::from_fn_with_state(door, trace_request))
-        .merge(health_routes(database))
+        .merge(health_routes(database).method_not_allowed_fallback(method_not_allowed))
 }
 
 async fn trace_request(State(door): State<Door>, request: Request, next: Next) -> Response {

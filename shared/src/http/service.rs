@@ -30,7 +30,10 @@ pub struct Service {
     listener: TcpListener,
     limits: Limits,
     jobs: TaskTracker,
+    /// Cancelled at the stop signal: jobs finish what they are on and return.
     stopping: CancellationToken,
+    /// Cancelled when the drain timeout runs out: whatever still runs is dropped.
+    cut_off: CancellationToken,
 }
 
 impl Service {
@@ -49,6 +52,7 @@ impl Service {
             limits,
             jobs: TaskTracker::new(),
             stopping: CancellationToken::new(),
+            cut_off: CancellationToken::new(),
         })
     }
 
@@ -58,17 +62,17 @@ impl Service {
     }
 
     /// Runs a background job. It gets a token that is cancelled when the service stops, and
-    /// the stop waits for it (within the drain timeout).
+    /// the stop waits for it within the drain timeout; after that it is dropped.
     pub fn spawn<F>(&self, job: impl FnOnce(CancellationToken) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.jobs
-            .spawn(job(self.stopping.child_token()).in_current_span());
+        let job = job(self.stopping.child_token()).in_current_span();
+        self.jobs.spawn(cut_off_by(self.cut_off.clone(), job));
     }
 
     /// Serves `app` until `shutdown` completes, then lets in-flight requests and background
-    /// jobs finish for at most [`DRAIN_TIMEOUT`].
+    /// jobs finish for at most [`DRAIN_TIMEOUT`], and drops what still runs.
     ///
     /// Written on hyper directly rather than `axum::serve`, which sets neither a header read
     /// timeout nor a bound on connections.
@@ -77,7 +81,8 @@ impl Service {
         app: Router,
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
-        let connections = Arc::new(Semaphore::new(self.limits.max_connections));
+        let permits = Arc::new(Semaphore::new(self.limits.max_connections));
+        let connections = TaskTracker::new();
         let graceful = GracefulShutdown::new();
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
@@ -87,7 +92,7 @@ impl Service {
         loop {
             let permit = tokio::select! {
                 () = &mut shutdown => break,
-                permit = connections.clone().acquire_owned() => permit,
+                permit = permits.clone().acquire_owned() => permit,
             };
             let Ok(permit) = permit else { break };
             let stream = tokio::select! {
@@ -109,24 +114,36 @@ impl Service {
             let _ = stream.set_nodelay(true);
             let connection =
                 http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+            // A connection ends in an error when its client goes away or is too slow; either
+            // way there is nobody left to tell.
             let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                // A connection ends in an error when its client goes away or is too slow;
-                // either way there is nobody left to tell.
+            connections.spawn(cut_off_by(self.cut_off.clone(), async move {
                 let _ = connection.await;
                 drop(permit);
-            });
+            }));
         }
         drop(self.listener);
         self.stopping.cancel();
         self.jobs.close();
+        connections.close();
         let drained = async {
             graceful.shutdown().await;
             self.jobs.wait().await;
         };
         if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
             tracing::warn!("requests and jobs still running after the drain timeout are cut off");
+            self.cut_off.cancel();
+            connections.wait().await;
+            self.jobs.wait().await;
         }
         Ok(())
+    }
+}
+
+/// `task`, dropped where it stands once `cut_off` is cancelled.
+async fn cut_off_by(cut_off: CancellationToken, task: impl Future<Output = ()>) {
+    tokio::select! {
+        () = task => {}
+        () = cut_off.cancelled() => {}
     }
 }

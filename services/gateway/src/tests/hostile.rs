@@ -281,3 +281,55 @@ async fn a_panicking_handler_is_a_500_problem_with_the_trace_id() {
     assert!(!problem.to_string().contains("the handler broke"));
     assert_eq!(problem["trace_id"].as_str().map(str::len), Some(32));
 }
+
+#[tokio::test]
+async fn a_wrong_method_on_a_health_route_is_problem_json_too() {
+    let _spans = CapturedSpans::start();
+    let (app, _) = gateway().await;
+
+    let response = app
+        .oneshot(Request::post("/health/live").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+}
+
+#[tokio::test]
+async fn an_upstreams_retry_after_reaches_the_client() {
+    let _spans = CapturedSpans::start();
+    let busy = axum::Router::new().fallback(|| async {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [
+                ("retry-after", "1"),
+                ("content-type", "application/problem+json"),
+            ],
+            r#"{"type":"about:blank","title":"overloaded","status":503}"#,
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, busy).await });
+    let config = Config {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        order_url: url.clone(),
+        inventory_url: url,
+    };
+
+    let response = router(AppState::new(&config).unwrap())
+        .oneshot(Request::get("/api/products").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+}
