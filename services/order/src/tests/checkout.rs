@@ -1,5 +1,6 @@
 //! Checkouts sent through the order router to real inventory and payment services, with a
-//! [`Proxy`] in front of one of them losing answers, refusing connections or failing a step.
+//! [`Proxy`] in front of one of them losing or holding answers, refusing connections or failing a
+//! step.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,9 +8,10 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
+use opentelemetry::trace::SpanKind;
 use ordertrail_shared::api::{OrderStatus, Payment, PaymentStatus};
 use ordertrail_shared::http::ServiceClient;
-use ordertrail_shared::testing::{CapturedSpans, databases, json_body};
+use ordertrail_shared::testing::{CapturedSpans, attribute, databases, json_body};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -180,6 +182,88 @@ async fn a_charge_answered_with_502_then_refused_is_still_refunded_once_payment_
     assert_eq!(
         payment_of(&payment, &order_id).await,
         PaymentStatus::Captured
+    );
+    assert_eq!(mug_stock(&inventory).await, before - 2);
+
+    proxy.listen();
+    orders.saga.recover_stalled_orders(Duration::ZERO).await;
+
+    assert_eq!(orders.status(&order_id).await, OrderStatus::Failed);
+    assert_eq!(
+        payment_of(&payment, &order_id).await,
+        PaymentStatus::Refunded
+    );
+    assert_eq!(mug_stock(&inventory).await, before);
+}
+
+#[tokio::test]
+async fn a_charge_that_timed_out_then_refused_is_still_refunded_once_payment_is_back() {
+    let spans = CapturedSpans::start();
+    let (inventory, payment_url) = (inventory().await, payment_url().await);
+    let payment = client(&payment_url);
+    // The first charge reaches payment and is taken, but its answer never comes back; from then
+    // on payment cannot be reached at all, so the later attempts are refused: the charge may
+    // still have been taken.
+    let mut charged = false;
+    let proxy = Proxy::start(&payment_url, move |method, path| {
+        if is_charge(method, path) && !charged {
+            charged = true;
+            Pass::HeldThenRefuse
+        } else {
+            Pass::Through
+        }
+    })
+    .await;
+    // A short timeout keeps the test fast: the held charge times out after it.
+    let orders = OrderService::new(
+        inventory.clone(),
+        ServiceClient::with_timeout(&proxy.url(), Duration::from_millis(400)).unwrap(),
+    )
+    .await;
+    let before = mug_stock(&inventory).await;
+
+    let answer = orders.place_order(None).await;
+
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.body
+    );
+    assert_eq!(answer.content_type, "application/problem+json");
+    assert_eq!(answer.body["reason"], "service_unavailable");
+    let mut charges: Vec<_> = spans
+        .spans()
+        .into_iter()
+        .filter(|s| s.name == "POST /payments" && s.span_kind == SpanKind::Client)
+        .collect();
+    charges.sort_by_key(|s| s.start_time);
+    let errors: Vec<_> = charges.iter().map(|s| attribute(s, "error.type")).collect();
+    assert_eq!(
+        errors,
+        [
+            Some("timeout".to_owned()),
+            Some("connect".to_owned()),
+            Some("connect".to_owned())
+        ],
+        "the first charge timed out, the next two were refused"
+    );
+    let order_id = answer.order_id().to_owned();
+    // The refund could not be sent: the order stays open with its failure, the money and the
+    // stock still held.
+    assert_eq!(
+        answer.body["order_status"], "reserved",
+        "a charge that timed out may have been taken, even if the next attempts were refused"
+    );
+    assert_eq!(orders.status(&order_id).await, OrderStatus::Reserved);
+    assert_eq!(
+        orders.store.failure(&order_id).await.unwrap(),
+        Some(Failure::unavailable("payment"))
+    );
+    assert_eq!(
+        payment_of(&payment, &order_id).await,
+        PaymentStatus::Captured,
+        "the charge behind the timeout was taken"
     );
     assert_eq!(mug_stock(&inventory).await, before - 2);
 

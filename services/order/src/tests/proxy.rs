@@ -1,5 +1,6 @@
 //! A fault-injecting HTTP proxy in front of a real service: it forwards each request with
-//! reqwest, or loses the answer, or answers 503 itself, or stops listening, as its rule says.
+//! reqwest, or loses the answer, or holds it back, or answers 503 itself, or stops listening, as
+//! its rule says.
 //!
 //! It stands for what a stopped process cannot: a call that reached the service and whose
 //! answer never came back (a timeout, a 5xx from a gateway), which the saga must treat as
@@ -27,6 +28,10 @@ pub enum Pass {
     Lost,
     /// As `Lost`, and from then on the proxy refuses connections until [`Proxy::listen`].
     LostThenRefuse,
+    /// Forwarded, and the service's answer never returned, so the caller times out: the call
+    /// was applied, but the caller cannot know it. From the moment the request arrives, the
+    /// proxy refuses connections until [`Proxy::listen`].
+    HeldThenRefuse,
     /// Not forwarded: 503.
     Unavailable,
 }
@@ -77,12 +82,18 @@ impl Proxy {
         Self { shared }
     }
 
-    /// A client of the service through this proxy.
-    pub fn client(&self) -> ServiceClient {
-        ServiceClient::new(&format!("http://{}", self.shared.addr)).unwrap()
+    /// The proxy's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.shared.addr)
     }
 
-    /// Accepts connections again on the same port, after a [`Pass::LostThenRefuse`].
+    /// A client of the service through this proxy.
+    pub fn client(&self) -> ServiceClient {
+        ServiceClient::new(&self.url()).unwrap()
+    }
+
+    /// Accepts connections again on the same port, after a [`Pass::LostThenRefuse`] or a
+    /// [`Pass::HeldThenRefuse`].
     pub fn listen(&self) {
         let previous =
             std::mem::replace(&mut *self.shared.socket.lock().unwrap(), Socket::Switching);
@@ -157,8 +168,10 @@ impl Shared {
 
 async fn forward(State(proxy): State<Arc<Shared>>, request: Request) -> Response {
     let pass = (proxy.rule.lock().unwrap())(request.method(), request.uri().path());
-    if pass == Pass::Unavailable {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    match pass {
+        Pass::Unavailable => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Pass::HeldThenRefuse => return held(proxy, request).await,
+        Pass::Through | Pass::Lost | Pass::LostThenRefuse => {}
     }
     let answer = proxy.send(request).await;
     match pass {
@@ -168,8 +181,24 @@ async fn forward(State(proxy): State<Arc<Shared>>, request: Request) -> Response
             proxy.refuse().await;
             lost()
         }
-        Pass::Unavailable => unreachable!("answered above"),
+        Pass::Unavailable | Pass::HeldThenRefuse => unreachable!("answered above"),
     }
+}
+
+/// Forwards `request` and never answers. New connections are refused first, so that the
+/// caller's retry, however soon it comes, is refused; the request is forwarded in a task of its
+/// own, so that it reaches the service even once the caller has hung up (which may drop this
+/// handler).
+async fn held(proxy: Arc<Shared>, request: Request) -> Response {
+    proxy.refuse().await;
+    let forwarded = tokio::spawn({
+        let proxy = proxy.clone();
+        async move {
+            proxy.send(request).await;
+        }
+    });
+    forwarded.await.unwrap();
+    std::future::pending().await
 }
 
 /// A 502 whose connection closes: the caller's next attempt opens a new one, which a
