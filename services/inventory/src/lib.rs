@@ -15,7 +15,8 @@ use ordertrail_shared::http::{Door, Limits, Service, app};
 
 pub use config::Config;
 pub use error::ApiError;
-pub use store::Store;
+pub use routes::Restock;
+pub use store::{MAX_STOCK, Store};
 
 /// The migrations that create and seed the inventory database.
 pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();

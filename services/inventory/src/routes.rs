@@ -1,13 +1,15 @@
 //! The inventory API: `GET /products`, `POST /reservations`,
-//! `POST /reservations/{order_id}/commit` and `POST /reservations/{order_id}/release`.
+//! `POST /reservations/{order_id}/commit`, `POST /reservations/{order_id}/release`, and
+//! `POST /restock` for operators and `ordertrail load` (the gateway does not expose it).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json as JsonResponse, Router};
-use ordertrail_shared::api::{Product, Reservation, ReserveRequest, validate_lines};
+use ordertrail_shared::api::{OrderLine, Product, Reservation, ReserveRequest, validate_lines};
 use ordertrail_shared::http::Json;
 use ordertrail_shared::telemetry::record_error;
+use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -18,6 +20,34 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/reservations", post(reserve))
         .route("/reservations/{order_id}/commit", post(commit))
         .route("/reservations/{order_id}/release", post(release))
+        .route("/restock", post(restock))
+}
+
+/// `POST /restock`: units to add to the stock of some products.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Restock {
+    /// What to add: 1 to 100 lines, each a known product at most once, with 1 to 1000 units.
+    pub items: Vec<OrderLine>,
+}
+
+/// 200 with the restocked products as they are now; 422 for invalid lines, an unknown
+/// product or a stock that would pass [`crate::MAX_STOCK`], and then nothing is changed.
+#[tracing::instrument(name = "inventory.restock", skip_all)]
+async fn restock(
+    State(state): State<AppState>,
+    Json(request): Json<Restock>,
+) -> Result<JsonResponse<Vec<Product>>, ApiError> {
+    validate_lines(&request.items).map_err(ApiError::Invalid)?;
+    match state.store.restock(&request.items).await {
+        Ok(products) => {
+            tracing::info!("stock raised");
+            Ok(JsonResponse(products))
+        }
+        Err(err) => {
+            record_error(&tracing::Span::current(), err.kind(), &err);
+            Err(err)
+        }
+    }
 }
 
 async fn products(State(state): State<AppState>) -> Result<JsonResponse<Vec<Product>>, ApiError> {

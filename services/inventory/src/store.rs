@@ -61,6 +61,20 @@ const RETURN_STOCK: Sql = Sql {
     collection: "products",
     text: "UPDATE products SET stock = stock + $1 WHERE sku = $2",
 };
+const RAISE_STOCK: Sql = Sql {
+    operation: "UPDATE",
+    collection: "products",
+    text: "UPDATE products SET stock = stock + $1 WHERE sku = $2 AND stock + $1 <= $3",
+};
+const GET_PRODUCT: Sql = Sql {
+    operation: "SELECT",
+    collection: "products",
+    text: "SELECT sku, name, price_cents, stock FROM products WHERE sku = $1",
+};
+
+/// The most units of one product a restock may leave in stock: restocking in a loop can never
+/// grow a count without bound.
+pub const MAX_STOCK: i64 = 1_000_000;
 
 /// Products, stock and reservations, over SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
@@ -95,6 +109,54 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Adds each line's quantity to its product's stock, all or nothing, and returns those
+    /// products as they are now, by SKU. An unknown product, or a stock that would pass
+    /// [`MAX_STOCK`], changes nothing.
+    pub async fn restock(&self, lines: &[OrderLine]) -> Result<Vec<Product>, ApiError> {
+        retry_transaction(|| self.try_restock(lines)).await
+    }
+
+    async fn try_restock(&self, lines: &[OrderLine]) -> Result<Vec<Product>, ApiError> {
+        let mut tx = self.db.pool.begin().traced(tracing::Span::none()).await?;
+        // In SKU order, as a reserve and a release lock them (see `try_reserve`).
+        let mut lines: Vec<&OrderLine> = lines.iter().collect();
+        lines.sort_by(|a, b| in_lock_order(&a.sku, &b.sku));
+        let mut products = Vec::with_capacity(lines.len());
+        for line in lines {
+            // The write comes first, so that SQLite's write lock is taken at once.
+            let raised = sqlx::query(RAISE_STOCK.text)
+                .bind(line.quantity)
+                .bind(&line.sku)
+                .bind(MAX_STOCK)
+                .execute(&mut *tx)
+                .traced(self.db.span(&RAISE_STOCK))
+                .await?
+                .rows_affected();
+            let row = sqlx::query(GET_PRODUCT.text)
+                .bind(&line.sku)
+                .fetch_optional(&mut *tx)
+                .traced(self.db.span(&GET_PRODUCT))
+                .await?
+                .ok_or_else(|| ApiError::UnknownProduct(line.sku.clone()))?;
+            let product = Product {
+                sku: row.try_get("sku")?,
+                name: row.try_get("name")?,
+                price_cents: row.try_get("price_cents")?,
+                stock: row.try_get("stock")?,
+            };
+            if raised == 0 {
+                // Dropping the transaction rolls back the lines already raised.
+                return Err(ApiError::Invalid(format!(
+                    "{} has {} in stock: {} more would pass the limit of {MAX_STOCK}",
+                    product.sku, product.stock, line.quantity
+                )));
+            }
+            products.push(product);
+        }
+        tx.commit().traced(tracing::Span::none()).await?;
+        Ok(products)
     }
 
     /// Holds stock for every line of `order_id`, all or nothing. A second call for the same

@@ -10,6 +10,7 @@ use tower::ServiceExt;
 use crate::{AppState, MIGRATIONS, Store, router};
 
 mod concurrency;
+mod restock;
 
 fn line(sku: &str, quantity: i64) -> OrderLine {
     OrderLine {
