@@ -17,6 +17,8 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteError;
 use tracing::{Instrument, Span};
 
+use crate::faults::Faults;
+
 /// A statement with the names its client span needs. The text holds placeholders only, never
 /// values, so it is safe to record as `db.query.text`.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +57,8 @@ pub struct Database {
     pub pool: AnyPool,
     system: DbSystem,
     namespace: String,
+    /// Slow-query faults strike in [`Database::span`].
+    faults: Faults,
 }
 
 impl Database {
@@ -86,7 +90,20 @@ impl Database {
             pool,
             system,
             namespace,
+            faults: Faults::default(),
         })
+    }
+
+    /// This database with the service's fault rules, for slow-query faults.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// The service's fault rules: the slow-query ones strike here, and the service's router
+    /// and (in payment) card provider take theirs from this same handle.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// Which database this is.
@@ -94,9 +111,10 @@ impl Database {
         self.system
     }
 
-    /// A client span for `sql`, named `{operation} {table}` as the conventions ask.
-    pub fn span(&self, sql: &Sql) -> Span {
-        tracing::info_span!(
+    /// A client span for `sql`, named `{operation} {table}` as the conventions ask, with the
+    /// delay of any slow-query fault that strikes this query.
+    pub fn span(&self, sql: &Sql) -> QuerySpan {
+        let span = tracing::info_span!(
             "db.query",
             otel.name = format!("{} {}", sql.operation, sql.collection),
             otel.kind = "client",
@@ -105,7 +123,9 @@ impl Database {
             db.operation.name = sql.operation,
             db.collection.name = sql.collection,
             db.query.text = sql.text,
-        )
+        );
+        let delay = self.faults.slow_query(sql, &span);
+        QuerySpan { span, delay }
     }
 
     /// True when the database answers a trivial query.
@@ -140,20 +160,42 @@ fn create_sqlite_parent_dir(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A query's client span, and how long a slow-query fault holds the query back (inside the
+/// span). A plain [`Span`] (`Span::none()` for a transaction's `BEGIN`) holds nothing back.
+#[derive(Debug)]
+pub struct QuerySpan {
+    span: Span,
+    delay: Duration,
+}
+
+impl From<Span> for QuerySpan {
+    fn from(span: Span) -> Self {
+        Self {
+            span,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
 /// Runs a query future as the client span given, without making that span current inside it.
 pub trait Traced<T>: Future<Output = Result<T, sqlx::Error>> + Sized {
-    /// Awaits `self`, marks `span` failed if the query failed, then ends it.
+    /// Awaits `self` (after the span's fault delay, if any), marks the span failed if the
+    /// query failed, then ends it.
     ///
     /// sqlx's SQLite worker thread keeps the current span of a connection's last statement
     /// until that connection's next command. Were the query span current, it (and through it
     /// the request's spans) would stay open, and unexported, for as long as the connection
     /// idles. The span still gets its parent from where it was made and its times from its
     /// creation and this drop.
-    fn traced(self, span: Span) -> impl Future<Output = Self::Output> + Send
+    fn traced(self, span: impl Into<QuerySpan>) -> impl Future<Output = Self::Output> + Send
     where
         Self: Send,
     {
+        let QuerySpan { span, delay } = span.into();
         async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let output = self.instrument(Span::none()).await;
             if let Err(err) = &output {
                 crate::telemetry::record_error(&span, "database", err);

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod card;
 pub mod db;
+pub mod faults;
 pub mod http;
 pub mod idempotency;
 pub mod problem;

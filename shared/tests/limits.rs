@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
 use futures::StreamExt as _;
+use ordertrail_shared::faults::Faults;
 use ordertrail_shared::http::{Door, Limits, Service, app};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -55,7 +56,13 @@ fn routes(gate: Arc<Semaphore>) -> Router {
 
 /// A service on a free port with `limits`, serving until the test ends; its base URL.
 async fn serve(limits: Limits, gate: Arc<Semaphore>) -> String {
-    let router = app(routes(gate), Door::Public, None, &limits);
+    let router = app(
+        routes(gate),
+        Door::Public,
+        None,
+        &limits,
+        &Faults::default(),
+    );
     let service = Service::bind_with("127.0.0.1:0".parse().unwrap(), limits)
         .await
         .unwrap();
@@ -202,6 +209,7 @@ async fn a_100_mib_body_is_refused_with_413_after_reading_at_most_the_limit() {
         Door::Public,
         None,
         &limits,
+        &Faults::default(),
     );
     const CHUNK: usize = 8 * 1024;
     let pulled = Arc::new(AtomicUsize::new(0));

@@ -3,11 +3,13 @@
 //! inventory. It owns no data.
 
 pub mod config;
+mod operator;
 mod routes;
 
 use std::time::Duration;
 
 use axum::Router;
+use ordertrail_shared::faults::{Faults, OperatorToken};
 use ordertrail_shared::http::{Door, Limits, Service, ServiceClient, app};
 
 pub use config::Config;
@@ -23,26 +25,42 @@ pub struct AppState {
     pub order: ServiceClient,
     /// Client of the inventory service.
     pub inventory: ServiceClient,
+    /// Client of the payment service, for the operator's fault rules only.
+    pub payment: ServiceClient,
+    /// The gateway's own fault rules.
+    pub faults: Faults,
+    /// The operator's token; without one there are no `/internal/faults` routes.
+    pub operator: Option<OperatorToken>,
 }
 
 impl AppState {
-    /// Clients for the upstreams named in `config`.
+    /// Clients for the upstreams named in `config`, its faults and operator token.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         Ok(Self {
             order: ServiceClient::with_timeout(&config.order_url, CHECKOUT_TIMEOUT)?,
             inventory: ServiceClient::new(&config.inventory_url)?,
+            payment: ServiceClient::new(&config.payment_url)?,
+            faults: Faults::new("gateway", config.faults.clone()),
+            operator: config.operator_token.as_ref().and_then(OperatorToken::new),
         })
     }
 }
 
-/// The public API, traced (the caller's trace is continued, its baggage is not), plus
-/// untraced health checks.
+/// The public API, traced (the caller's trace is continued, its baggage is not), the
+/// operator's `/internal/faults` routes when there is an operator token, and untraced health
+/// checks.
 pub fn router(state: AppState) -> Router {
+    let faults = state.faults.clone();
+    let mut routes = routes::routes();
+    if let Some(token) = state.operator.clone() {
+        routes = routes.merge(operator::routes(token, faults.clone()));
+    }
     app(
-        routes::routes().with_state(state),
+        routes.with_state(state),
         Door::Public,
         None,
         &Limits::default(),
+        &faults,
     )
 }
 

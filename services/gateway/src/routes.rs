@@ -82,7 +82,7 @@ async fn order(State(state): State<AppState>, Path(order_id): Path<String>) -> R
 
 /// Sends `call` and passes the answer through; 503 problem+json when `service` cannot be
 /// reached.
-async fn forward(call: Call, service: &str) -> Response {
+pub(crate) async fn forward(call: Call, service: &str) -> Response {
     let upstream = match call.send().await {
         Ok(upstream) => upstream,
         Err(_) => return unavailable(service),

@@ -4,7 +4,9 @@ mod hostile;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use ordertrail_shared::faults::{self, Faults};
 use ordertrail_shared::testing::{CapturedSpans, attribute, json_body};
+use secrecy::SecretString;
 use tower::ServiceExt;
 
 use crate::{AppState, Config, router};
@@ -15,6 +17,9 @@ fn app() -> axum::Router {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         order_url: "http://127.0.0.1:9".into(),
         inventory_url: "http://127.0.0.1:9".into(),
+        payment_url: "http://127.0.0.1:9".into(),
+        operator_token: None,
+        faults: Default::default(),
     };
     router(AppState::new(&config).unwrap())
 }
@@ -129,6 +134,9 @@ async fn the_callers_baggage_stops_at_the_edge_and_the_customer_from_the_body_go
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         order_url: url.clone(),
         inventory_url: url,
+        payment_url: "http://127.0.0.1:9".into(),
+        operator_token: None,
+        faults: Default::default(),
     };
     let app = router(AppState::new(&config).unwrap());
     let products = Request::get("/api/products")
@@ -149,4 +157,91 @@ async fn the_callers_baggage_stops_at_the_edge_and_the_customer_from_the_body_go
     );
 
     assert_eq!(*seen.lock().unwrap(), ["", "customer.id=c-1"]);
+}
+
+/// A gateway whose order upstream serves only the fault rules in `upstream`, with `token`.
+async fn gateway_with_operator(token: Option<&str>, upstream: &Faults) -> axum::Router {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let order: axum::Router = faults::routes(upstream.clone());
+    tokio::spawn(async move { axum::serve(listener, order).await });
+    let config = Config {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        order_url: url,
+        inventory_url: "http://127.0.0.1:9".into(),
+        payment_url: "http://127.0.0.1:9".into(),
+        operator_token: token.map(SecretString::from),
+        faults: Default::default(),
+    };
+    router(AppState::new(&config).unwrap())
+}
+
+fn operator_call(method: &str, path: &str, token: Option<&str>, body: &str) -> Request<Body> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    request.body(Body::from(body.to_owned())).unwrap()
+}
+
+#[tokio::test]
+async fn the_fault_routes_exist_only_with_an_operator_token_and_only_for_its_bearer() {
+    let _spans = CapturedSpans::start();
+    let order = Faults::default();
+    let closed = gateway_with_operator(None, &order).await;
+    let open = gateway_with_operator(Some("t0ken"), &order).await;
+    let call = |app: &axum::Router, method, path, token, body| {
+        app.clone()
+            .oneshot(operator_call(method, path, token, body))
+    };
+
+    let absent = call(&closed, "GET", "/internal/faults", Some("t0ken"), "");
+    assert_eq!(absent.await.unwrap().status(), StatusCode::NOT_FOUND);
+    for (path, token) in [
+        ("/internal/faults", None),
+        ("/internal/faults", Some("t0ken2")),
+        ("/internal/faults/order", None),
+        ("/internal/faults/order", Some("t0ke")),
+    ] {
+        let refused = call(&open, "GET", path, token, "").await.unwrap();
+        assert_eq!(
+            refused.status(),
+            StatusCode::UNAUTHORIZED,
+            "{path} {token:?}"
+        );
+        assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+    }
+
+    let own = call(&open, "GET", "/internal/faults", Some("t0ken"), "");
+    assert_eq!(json_body(own.await.unwrap()).await, serde_json::json!([]));
+    let rules = r#"[{"kind": "error", "route": "POST /orders", "status": 503}]"#;
+    let set = call(&open, "PUT", "/internal/faults/order", Some("t0ken"), rules);
+    let set = set.await.unwrap();
+    assert_eq!(set.status(), StatusCode::OK);
+    assert_eq!(json_body(set).await[0]["status"], 503);
+    assert_eq!(order.rules().as_slice().len(), 1, "forwarded to order");
+    let wrong = call(
+        &open,
+        "PUT",
+        "/internal/faults/order",
+        Some("t0ken"),
+        "[{}]",
+    );
+    assert_eq!(
+        wrong.await.unwrap().status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let cleared = call(&open, "DELETE", "/internal/faults/order", Some("t0ken"), "");
+    assert_eq!(cleared.await.unwrap().status(), StatusCode::OK);
+    assert!(order.rules().as_slice().is_empty());
+    let unknown = call(&open, "GET", "/internal/faults/billing", Some("t0ken"), "");
+    assert_eq!(unknown.await.unwrap().status(), StatusCode::NOT_FOUND);
+    let down = call(&open, "GET", "/internal/faults/payment", Some("t0ken"), "");
+    assert_eq!(
+        down.await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 }

@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use ordertrail_shared::faults::Rules;
+
 /// Configuration of the inventory service.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -15,4 +17,9 @@ pub struct Config {
         default_value = "sqlite://var/inventory.db?mode=rwc"
     )]
     pub database_url: String,
+    /// Faults to inject, as a JSON list of rules (`ORDERTRAIL_FAULTS`; none by default); they
+    /// can be changed at run time through `/internal/faults`. See the README's "Practise with
+    /// faults".
+    #[arg(long, env = "ORDERTRAIL_FAULTS", default_value = "[]")]
+    pub faults: Rules,
 }

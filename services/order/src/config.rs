@@ -1,6 +1,8 @@
 //! The order service's configuration, read once from the environment.
 
 use std::net::SocketAddr;
+
+use ordertrail_shared::faults::Rules;
 use std::time::Duration;
 
 /// Configuration of the order service.
@@ -31,6 +33,11 @@ pub struct Config {
     /// step's attempts timing out), or the sweep races a running saga.
     #[arg(long, env = "RECOVERY_STALLED_AFTER", default_value = "2m", value_parser = positive_duration)]
     pub stalled_after: Duration,
+    /// Faults to inject, as a JSON list of rules (`ORDERTRAIL_FAULTS`; none by default); they
+    /// can be changed at run time through `/internal/faults`. See the README's "Practise with
+    /// faults".
+    #[arg(long, env = "ORDERTRAIL_FAULTS", default_value = "[]")]
+    pub faults: Rules,
 }
 
 /// A humantime duration (`200ms`, `30s`, `2m`) that is not zero: a sweep every 0 s would spin.

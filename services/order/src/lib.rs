@@ -13,6 +13,7 @@ mod store;
 
 use axum::Router;
 use ordertrail_shared::db::Database;
+use ordertrail_shared::faults::Faults;
 use ordertrail_shared::http::{Door, Limits, Service, ServiceClient, app};
 
 pub use config::Config;
@@ -35,11 +36,13 @@ pub struct AppState {
 /// The service's routes, traced, plus untraced health checks.
 pub fn router(state: AppState) -> Router {
     let db = state.store.database().clone();
+    let faults = db.faults().clone();
     app(
         routes::routes().with_state(state),
         Door::Internal,
         Some(db),
         &Limits::default(),
+        &faults,
     )
 }
 
@@ -49,7 +52,9 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let database = Database::connect(&config.database_url, &MIGRATIONS).await?;
+    let database = Database::connect(&config.database_url, &MIGRATIONS)
+        .await?
+        .with_faults(Faults::new("order", config.faults));
     let store = Store::new(database);
     let saga = Saga::new(
         store.clone(),

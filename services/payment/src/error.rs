@@ -25,6 +25,10 @@ pub enum ApiError {
         /// Its payment's status.
         status: String,
     },
+    /// 504: the card provider did not answer in time (an injected `provider_timeout` fault).
+    /// The payment may have been taken: the caller must retry or refund.
+    #[error("the card provider did not answer within {} ms", .0.as_millis())]
+    ProviderTimeout(std::time::Duration),
     /// 500: the database failed; the detail stays in the log.
     #[error("database error")]
     Database(#[from] sqlx::Error),
@@ -38,6 +42,7 @@ impl ApiError {
             Self::Invalid(_) => "invalid_request",
             Self::NotFound(_) => "not_found",
             Self::NotRefundable { .. } => "not_refundable",
+            Self::ProviderTimeout(_) => "provider_timeout",
             Self::Database(_) => "database",
         }
     }
@@ -61,6 +66,10 @@ impl IntoResponse for ApiError {
             }
             Self::NotRefundable { .. } => {
                 Problem::new(StatusCode::CONFLICT, "not refundable").with_detail(self.to_string())
+            }
+            Self::ProviderTimeout(_) => {
+                Problem::new(StatusCode::GATEWAY_TIMEOUT, "payment provider timed out")
+                    .with_detail(self.to_string())
             }
             Self::Database(err) => Problem::internal(err),
         };

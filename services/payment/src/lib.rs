@@ -12,6 +12,7 @@ mod store;
 
 use axum::Router;
 use ordertrail_shared::db::Database;
+use ordertrail_shared::faults::Faults;
 use ordertrail_shared::http::{Door, Limits, Service, app};
 
 pub use config::Config;
@@ -31,11 +32,13 @@ pub struct AppState {
 /// The service's routes, traced, plus untraced health checks.
 pub fn router(state: AppState) -> Router {
     let db = state.store.database().clone();
+    let faults = db.faults().clone();
     app(
         routes::routes().with_state(state),
         Door::Internal,
         Some(db),
         &Limits::default(),
+        &faults,
     )
 }
 
@@ -44,7 +47,9 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let database = Database::connect(&config.database_url, &MIGRATIONS).await?;
+    let database = Database::connect(&config.database_url, &MIGRATIONS)
+        .await?
+        .with_faults(Faults::new("payment", config.faults));
     let service = Service::bind(config.listen_addr).await?;
     let state = AppState {
         store: Store::new(database),

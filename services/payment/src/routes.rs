@@ -22,7 +22,8 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 /// Charges the card once per order: 201 when captured now, 200 when it was captured before,
-/// 402 when declined (now or before).
+/// 402 when declined (now or before); 504 when a `provider_timeout` fault strikes, after the
+/// payment was recorded as the provider decided (see `ordertrail_shared::faults::Kind`).
 #[tracing::instrument(
     name = "payment.charge",
     skip_all,
@@ -63,6 +64,21 @@ async fn charge(
     };
     let (payment, created) = state.store.insert(&attempt).await?;
     span.record("payment.id", payment.payment_id.as_str());
+    if created && payment.status == PaymentStatus::Captured {
+        tracing::info!(
+            event.dataset = "ordertrail.audit",
+            event.action = "payment-captured",
+            event.outcome = "success",
+            "payment captured"
+        );
+    }
+    // The provider has decided, and the payment says what; its answer is what gets lost.
+    if let Some(delay) = state.store.database().faults().provider_timeout() {
+        tokio::time::sleep(delay).await;
+        let err = ApiError::ProviderTimeout(delay);
+        record_error(&span, err.kind(), &err);
+        return Err(err);
+    }
     match payment.status {
         PaymentStatus::Declined => {
             let err = ApiError::Declined(Box::new(payment));
@@ -70,15 +86,7 @@ async fn charge(
             tracing::info!(error.type = err.kind(), error.message = %err, "payment declined");
             Err(err)
         }
-        _ if created => {
-            tracing::info!(
-                event.dataset = "ordertrail.audit",
-                event.action = "payment-captured",
-                event.outcome = "success",
-                "payment captured"
-            );
-            Ok((StatusCode::CREATED, JsonResponse(payment)))
-        }
+        _ if created => Ok((StatusCode::CREATED, JsonResponse(payment))),
         _ => Ok((StatusCode::OK, JsonResponse(payment))),
     }
 }

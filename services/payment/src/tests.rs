@@ -3,6 +3,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use ordertrail_shared::faults::Faults;
 use ordertrail_shared::testing::{CapturedSpans, attribute, databases, json_body};
 use tower::ServiceExt;
 
@@ -128,4 +129,59 @@ async fn a_charge_arriving_after_its_refund_takes_no_money() {
         );
         assert_eq!(json_body(late).await["status"], "refunded");
     }
+}
+
+#[tokio::test]
+async fn a_provider_timeout_keeps_the_capture_answers_504_and_a_retry_gets_the_payment() {
+    let spans = CapturedSpans::start();
+    let rules = r#"[{"kind": "provider_timeout", "delay_ms": 10}]"#;
+    let faults = Faults::new("payment", rules.parse().unwrap());
+    let db = databases(&MIGRATIONS)
+        .await
+        .remove(0)
+        .with_faults(faults.clone());
+    let store = Store::new(db);
+    let app = router(AppState {
+        store: store.clone(),
+    });
+
+    let timed_out = app
+        .clone()
+        .oneshot(charge("o-t", "4242424242424242"))
+        .await
+        .unwrap();
+    assert_eq!(timed_out.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        json_body(timed_out).await["title"],
+        "payment provider timed out"
+    );
+    let taken = store.get("o-t").await.unwrap();
+    assert_eq!(
+        taken.status,
+        ordertrail_shared::api::PaymentStatus::Captured
+    );
+    let span = spans.named("payment.charge");
+    let flag = span
+        .events
+        .iter()
+        .find(|e| e.name == "feature_flag.evaluation")
+        .expect("a feature_flag.evaluation event on the charge span");
+    let key = flag
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "feature_flag.key")
+        .map(|kv| kv.value.to_string());
+    assert_eq!(key.as_deref(), Some("fault.provider_timeout"));
+
+    faults.set(Default::default());
+    let retried = app
+        .oneshot(charge("o-t", "4242424242424242"))
+        .await
+        .unwrap();
+    assert_eq!(
+        retried.status(),
+        StatusCode::OK,
+        "the capture, taken before"
+    );
+    assert_eq!(json_body(retried).await["payment_id"], taken.payment_id);
 }

@@ -59,6 +59,16 @@ impl ServiceClient {
         self.call(Method::POST, route, path)
     }
 
+    /// A PUT of `path`, whose span is named after `route` (the path's template).
+    pub fn put(&self, route: &'static str, path: &str) -> Call {
+        self.call(Method::PUT, route, path)
+    }
+
+    /// A DELETE of `path`, whose span is named after `route` (the path's template).
+    pub fn delete(&self, route: &'static str, path: &str) -> Call {
+        self.call(Method::DELETE, route, path)
+    }
+
     fn call(&self, method: Method, route: &'static str, path: &str) -> Call {
         // A path that makes no valid URL fails when the call is sent, as an error.
         let url = format!("{}{path}", self.base);

@@ -20,6 +20,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::limits::{Limits, limited, method_not_allowed};
 use crate::db::Database;
+use crate::faults::{self, Faults};
 
 /// The longest `url.path` a span records: a path too long to serve is answered 414, and must not
 /// put its whole length on the span first.
@@ -40,7 +41,26 @@ pub enum Door {
 /// unknown routes, wrong methods, oversized or slow requests, overload and panics), each
 /// request in a server span that continues the caller's trace, and untraced health checks
 /// (probes every few seconds would drown real traces).
-pub fn app(routes: Router, door: Door, database: Option<Database>, limits: &Limits) -> Router {
+///
+/// The `faults` strike inside the limits and the server span, so that an added latency counts
+/// against the request timeout and shows on the span. An internal service also serves their
+/// route, `/internal/faults`; the public edge serves it only behind the operator's token, so it
+/// adds the route itself (see [`faults::routes`]).
+pub fn app(
+    routes: Router,
+    door: Door,
+    database: Option<Database>,
+    limits: &Limits,
+    faults: &Faults,
+) -> Router {
+    let routes = match door {
+        Door::Internal => routes.merge(faults::routes(faults.clone())),
+        Door::Public => routes,
+    };
+    let routes = routes.layer(middleware::from_fn_with_state(
+        faults.clone(),
+        faults::inject,
+    ));
     limited(routes, limits)
         .layer(middleware::from_fn_with_state(door, trace_request))
         .merge(health_routes(database).method_not_allowed_fallback(method_not_allowed))

@@ -7,16 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::Response;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 use tracing::Instrument;
 
 use super::Limits;
+use crate::faults::ResetConnection;
 
 /// How long in-flight requests and background jobs may run on after the shutdown signal: the
 /// rest of the ten seconds compose and `up` allow goes to flushing telemetry.
@@ -112,8 +115,9 @@ impl Service {
             accept_failing = false;
             // Answers are small: send them at once rather than wait to fill a segment.
             let _ = stream.set_nodelay(true);
-            let connection =
-                http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+            let app = app.clone();
+            let answer = hyper::service::service_fn(move |request| answer(app.clone(), request));
+            let connection = http.serve_connection(TokioIo::new(stream), answer);
             // A connection ends in an error when its client goes away or is too slow; either
             // way there is nobody left to tell.
             let connection = graceful.watch(connection);
@@ -137,6 +141,21 @@ impl Service {
             self.jobs.wait().await;
         }
         Ok(())
+    }
+}
+
+/// `app`'s answer to `request`, or, when a reset fault struck (its answer carries
+/// [`ResetConnection`]), an error: hyper then closes the connection without sending anything,
+/// as a connection reset on the way back would leave the caller. Otherwise what hyper-util's
+/// `TowerToHyperService` does.
+async fn answer(
+    app: Router,
+    request: hyper::Request<Incoming>,
+) -> Result<Response, ResetConnection> {
+    let Ok(response) = app.oneshot(request).await;
+    match response.extensions().get::<ResetConnection>() {
+        Some(reset) => Err(*reset),
+        None => Ok(response),
     }
 }
 

@@ -27,6 +27,9 @@ async fn gateway() -> (axum::Router, Arc<AtomicUsize>) {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         order_url: url.clone(),
         inventory_url: url,
+        payment_url: "http://127.0.0.1:9".into(),
+        operator_token: None,
+        faults: Default::default(),
     };
     (router(AppState::new(&config).unwrap()), hits)
 }
@@ -268,6 +271,7 @@ async fn a_panicking_handler_is_a_500_problem_with_the_trace_id() {
         ordertrail_shared::http::Door::Public,
         None,
         &ordertrail_shared::http::Limits::default(),
+        &ordertrail_shared::faults::Faults::default(),
     );
 
     let response = app
@@ -319,6 +323,9 @@ async fn an_upstreams_retry_after_reaches_the_client() {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         order_url: url.clone(),
         inventory_url: url,
+        payment_url: "http://127.0.0.1:9".into(),
+        operator_token: None,
+        faults: Default::default(),
     };
 
     let response = router(AppState::new(&config).unwrap())
