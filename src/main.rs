@@ -2,9 +2,11 @@
 //!
 //! `ordertrail serve <role>` runs one service, configured from the environment;
 //! `ordertrail up` runs all four as child processes with SQLite under `./var` and a trace
-//! console; `ordertrail healthcheck <url>` is the container health probe.
+//! console; `ordertrail healthcheck <url>` is the container health probe; `ordertrail load`
+//! drives the gateway and reports what it got.
 
 mod console;
+mod load;
 mod up;
 
 use std::process::ExitCode;
@@ -36,6 +38,9 @@ enum Command {
         /// For example http://127.0.0.1:8080/health/ready.
         url: String,
     },
+    /// Drives the gateway with a mix of scenarios, checks every answer and reports latency
+    /// per scenario and status with trace ids. Exits 1 when any answer was unexpected.
+    Load(load::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +80,7 @@ fn main() -> ExitCode {
             Command::Serve { role } => serve(role).await,
             Command::Up => up::run().await,
             Command::Healthcheck { url } => healthcheck(&url).await,
+            Command::Load(args) => load::run(args).await,
         }
     });
     match result {

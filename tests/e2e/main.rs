@@ -13,4 +13,5 @@ mod deploy;
 mod failures;
 mod jaeger_json;
 mod kill;
+mod load;
 mod telemetry_down;
