@@ -58,7 +58,8 @@ fn mapped_fields(properties: &Value, prefix: &str, out: &mut BTreeSet<String>) {
     }
 }
 
-fn template_fields(path: &str) -> BTreeSet<String> {
+/// The dotted names of every field the template at `path` maps.
+pub fn template_fields(path: &str) -> BTreeSet<String> {
     let template: Value = serde_json::from_str(&read(path)).unwrap();
     let mut fields = BTreeSet::new();
     mapped_fields(

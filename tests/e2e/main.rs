@@ -11,6 +11,7 @@ mod checkout;
 mod concurrency;
 mod deploy;
 mod failures;
+mod faults;
 mod jaeger_json;
 mod kill;
 mod load;
