@@ -7,6 +7,7 @@
 
 mod support;
 
+mod card_search;
 mod checkout;
 mod concurrency;
 mod deploy;

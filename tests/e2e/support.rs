@@ -410,16 +410,34 @@ impl TestStack {
             .collect()
     }
 
-    /// Asserts that `card`, whole or its first twelve digits, is in no captured log line, in
-    /// nothing exported (span names, attributes, events, resources) and in no SQLite file of
-    /// the stack (a PostgreSQL stack's tables are not searched).
+    /// Asserts that `card`, whole or its first twelve digits, is nowhere the stack put
+    /// anything: see [`TestStack::places_holding`].
     pub async fn assert_card_nowhere(&mut self, card: &str) {
+        let places = self.places_holding(card).await;
+        assert!(places.is_empty(), "{}", places.join("\n"));
+    }
+
+    /// Where `card`, whole or its first twelve digits, was found: in a captured log line, in
+    /// anything exported (span names, attributes, events, resources), in any value of any
+    /// table of the order, payment and inventory databases (SQLite or PostgreSQL alike), and,
+    /// on SQLite, in the bytes of any file of the stack's folder (which also holds what no
+    /// table shows: freed pages, a journal or write-ahead log). Empty when it is nowhere.
+    pub async fn places_holding(&mut self, card: &str) -> Vec<String> {
         // The services export every 100 ms: let the last batches arrive.
         tokio::time::sleep(Duration::from_millis(300)).await;
         self.drain();
         assert!(!self.raw.is_empty(), "nothing was exported to search");
         let exported = serde_json::to_string(&self.raw).unwrap();
         let logs = self.logs();
+        let mut values = Vec::new();
+        for role in ["order", "payment", "inventory"] {
+            let found = ledger::every_value(self.database_url(role)).await;
+            assert!(
+                !found.is_empty(),
+                "the {role} database holds nothing to search"
+            );
+            values.extend(found.into_iter().map(|(at, value)| (role, at, value)));
+        }
         let files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&self.dir)
             .unwrap()
             .map(|entry| {
@@ -427,21 +445,37 @@ impl TestStack {
                 (path.display().to_string(), std::fs::read(&path).unwrap())
             })
             .collect();
+        let mut places = Vec::new();
         for needle in [card, &card[..12]] {
             if let Some(line) = logs.iter().find(|l| l.to_string().contains(needle)) {
-                panic!("a log line holds {needle}: {line}");
+                places.push(format!("a log line holds {needle}: {line}"));
             }
             if let Some(at) = exported.find(needle) {
-                let around = &exported[at.saturating_sub(300)..(at + 300).min(exported.len())];
-                panic!("an exported span holds {needle}: …{around}…");
+                let mut from = at.saturating_sub(300);
+                while !exported.is_char_boundary(from) {
+                    from -= 1;
+                }
+                let mut to = (at + 300).min(exported.len());
+                while !exported.is_char_boundary(to) {
+                    to += 1;
+                }
+                let around = &exported[from..to];
+                places.push(format!("an exported span holds {needle}: …{around}…"));
+            }
+            for (role, at, value) in &values {
+                if value.contains(needle) {
+                    places.push(format!(
+                        "the {role} database's {at} holds {needle}: {value}"
+                    ));
+                }
             }
             for (path, bytes) in &files {
-                assert!(
-                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
-                    "{path} holds {needle}"
-                );
+                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    places.push(format!("{path} holds {needle}"));
+                }
             }
         }
+        places
     }
 
     /// The spans of `trace_id`, once spans named `expected` have all arrived (or after ten

@@ -368,6 +368,75 @@ fn is_terminal(order: &Order) -> bool {
     order.status == "confirmed" || order.status == "failed"
 }
 
+/// Every value in the database at `url` (SQLite or PostgreSQL), as text: each column of each
+/// row of each table, whatever the schema (PostgreSQL's `pg_catalog` and `information_schema`
+/// excepted), with where it was (`table.column`). NULLs are left out. A value is read as the
+/// hex of its bytes (of its text form, for a number), so that blobs and `bytea` are searched
+/// as what they hold, then taken as UTF-8 (lossily).
+pub async fn every_value(url: &str) -> Vec<(String, String)> {
+    sqlx::any::install_default_drivers();
+    let sqlite = url.starts_with("sqlite:");
+    let pool = AnyPool::connect(url).await.unwrap();
+    // (schema, table, column, type), in the order the tables declare their columns. Names are
+    // cast to text: the Any driver reads no `name` or `sql_identifier`.
+    let listing = if sqlite {
+        "SELECT 'main' AS table_schema, m.name AS table_name, c.name AS column_name, \
+         c.type AS data_type \
+         FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS c \
+         WHERE m.type = 'table' ORDER BY m.name, c.cid"
+    } else {
+        "SELECT CAST(table_schema AS TEXT) AS table_schema, \
+         CAST(table_name AS TEXT) AS table_name, CAST(column_name AS TEXT) AS column_name, \
+         CAST(data_type AS TEXT) AS data_type \
+         FROM information_schema.columns \
+         WHERE table_schema NOT IN ('pg_catalog', 'information_schema') \
+         ORDER BY table_schema, table_name, ordinal_position"
+    };
+    let mut tables = BTreeMap::<(String, String), Vec<(String, String)>>::new();
+    for row in rows(&pool, listing).await {
+        tables
+            .entry((row.get("table_schema"), row.get("table_name")))
+            .or_default()
+            .push((row.get("column_name"), row.get("data_type")));
+    }
+    assert!(!tables.is_empty(), "{url} has no table to search");
+    let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    let mut values = Vec::new();
+    for ((schema, table), columns) in &tables {
+        let select = columns
+            .iter()
+            .map(|(column, data_type)| {
+                let column = quote(column);
+                if sqlite {
+                    format!("hex({column})")
+                } else if data_type == "bytea" {
+                    format!("encode({column}, 'hex')")
+                } else {
+                    format!("encode(convert_to(CAST({column} AS TEXT), 'UTF8'), 'hex')")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("SELECT {select} FROM {}.{}", quote(schema), quote(table));
+        for row in rows(&pool, &sql).await {
+            for (i, (column, _)) in columns.iter().enumerate() {
+                // SQLite's hex() of NULL is '', as is that of an empty text: both hold nothing.
+                let Some(hex) = row.get::<Option<String>, _>(i) else {
+                    continue;
+                };
+                let bytes: Vec<u8> = (0..hex.len())
+                    .step_by(2)
+                    .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).unwrap())
+                    .collect();
+                let value = String::from_utf8_lossy(&bytes).into_owned();
+                values.push((format!("{table}.{column}"), value));
+            }
+        }
+    }
+    pool.close().await;
+    values
+}
+
 async fn rows(pool: &AnyPool, sql: &str) -> Vec<AnyRow> {
     sqlx::query(sql)
         .fetch_all(pool)
