@@ -61,14 +61,18 @@ impl Answer {
             .is_some_and(|t| t.trim().eq_ignore_ascii_case(media_type))
     }
 
-    /// `503 service unavailable: the order service did not answer`, for a verdict.
+    /// The status and what the problem says, for a verdict: its `reason` when it has one
+    /// (`409 checkout failed (out_of_stock)`, the same for every such answer, so that they
+    /// group), or else its detail (`503 service unavailable: the order service did not
+    /// answer`).
     fn describe(&self) -> String {
-        match self.problem() {
-            Some(p) => match p.detail {
-                Some(detail) => format!("{} {}: {detail}", self.status, p.title),
-                None => format!("{} {}", self.status, p.title),
-            },
-            None => self.status.to_string(),
+        let Some(problem) = self.problem() else {
+            return self.status.to_string();
+        };
+        match (reason(&problem), problem.detail) {
+            (Some(reason), _) => format!("{} {} ({reason})", self.status, problem.title),
+            (None, Some(detail)) => format!("{} {}: {detail}", self.status, problem.title),
+            (None, None) => format!("{} {}", self.status, problem.title),
         }
     }
 }

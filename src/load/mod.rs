@@ -80,6 +80,16 @@ pub struct Args {
     pub json: bool,
 }
 
+/// The innermost cause of `err`, which says what happened ("Connection refused") without the
+/// layers that only say where.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
 fn positive_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0 => Ok(rate),

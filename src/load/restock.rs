@@ -15,6 +15,7 @@ use ordertrail_shared::api::{MAX_QUANTITY, OrderLine, Product};
 use reqwest::Url;
 use serde::Serialize;
 
+use super::root_cause;
 use super::scenario::POOL;
 
 /// The stock each product of [`POOL`] is raised to before the run.
@@ -84,13 +85,9 @@ impl Restocker {
         if self.url.lock().expect("not poisoned").is_none() {
             return;
         }
-        let catalogue: Vec<Product> = match self.http.get(products.clone()).send().await {
-            Ok(response) if response.status().is_success() => match response.json().await {
-                Ok(catalogue) => catalogue,
-                Err(err) => return self.note(format!("{products} sent no catalogue: {err}")),
-            },
-            Ok(response) => return self.note(format!("{products} answered {}", response.status())),
-            Err(err) => return self.note(format!("cannot read {products}: {err}")),
+        let catalogue = match self.catalogue(&products).await {
+            Ok(catalogue) => catalogue,
+            Err(err) => return self.note(err),
         };
         let short: Vec<OrderLine> = catalogue
             .into_iter()
@@ -111,6 +108,23 @@ impl Restocker {
                  (compose does not publish inventory; --inventory-url names where it is)"
             ));
         }
+    }
+
+    async fn catalogue(&self, products: &Url) -> Result<Vec<Product>, String> {
+        let response = self
+            .http
+            .get(products.clone())
+            .send()
+            .await
+            .map_err(|err| format!("cannot read {products}: {}", root_cause(&err)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("{products} answered {status}"));
+        }
+        response
+            .json()
+            .await
+            .map_err(|err| format!("{products} sent no catalogue: {}", root_cause(&err)))
     }
 
     /// Notes that an order may have taken `lines`, to be put back at the next flush.
@@ -188,7 +202,7 @@ impl Restocker {
             .json(&restock)
             .send()
             .await
-            .map_err(|err| format!("inventory at {url} cannot be reached ({err})"))?;
+            .map_err(|err| format!("cannot reach inventory at {url}: {}", root_cause(&err)))?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
@@ -196,7 +210,8 @@ impl Restocker {
         }
         if let Err(err) = response.json::<Vec<Product>>().await {
             return Err(format!(
-                "{url} answered {status} without the products: {err}"
+                "{url} answered {status} without the products: {}",
+                root_cause(&err)
             ));
         }
         let mut summary = self.summary.lock().expect("not poisoned");

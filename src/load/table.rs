@@ -95,31 +95,30 @@ pub fn render(summary: &Summary) -> String {
 
 /// The unexpected answers grouped by scenario, status and reason, each with its trace ids.
 fn unexpected_groups(summary: &Summary) -> String {
-    let mut groups: BTreeMap<(&str, &str, &str), Vec<&str>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&str, &str, &str), (usize, Vec<&str>)> = BTreeMap::new();
     for answer in &summary.unexpected_answers {
-        groups
+        let (count, ids) = groups
             .entry((answer.scenario, &answer.status, &answer.reason))
-            .or_default()
-            .push(answer.trace_id.as_deref().unwrap_or("(no trace id)"));
+            .or_default();
+        *count += 1;
+        ids.extend(answer.trace_id.as_deref());
     }
     let mut text = String::new();
-    for ((scenario, status, reason), ids) in groups {
-        let _ = write!(
-            text,
-            "\n  {} × {scenario} {status}: {reason}\n    {}",
-            ids.len(),
-            ids.iter()
-                .take(TRACE_IDS_SHOWN)
-                .copied()
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
+    for ((scenario, status, reason), (count, ids)) in groups {
+        let _ = write!(text, "\n  {count} × {scenario} {status}: {reason}");
+        if !ids.is_empty() {
+            let shown: Vec<&str> = ids.iter().take(TRACE_IDS_SHOWN).copied().collect();
+            let _ = write!(text, "\n    {}", shown.join(" "));
+        }
         if ids.len() > TRACE_IDS_SHOWN {
             let _ = write!(
                 text,
                 " … ({} more with --json)",
                 ids.len() - TRACE_IDS_SHOWN
             );
+        }
+        if ids.len() < count {
+            let _ = write!(text, "\n    ({} without a trace id)", count - ids.len());
         }
     }
     let not_kept = summary.unexpected - summary.unexpected_answers.len() as u64;

@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use super::Driver;
 use crate::load::check::{self, Answer};
 use crate::load::report::{Kind, Sample, Status};
+use crate::load::root_cause;
 use crate::load::scenario::{self, Scenario};
 
 /// The largest body read from an answer; a longer one is cut and judged as it is.
@@ -163,19 +164,10 @@ fn no_answer(err: reqwest::Error) -> String {
     if err.is_timeout() {
         return "no answer within --timeout".to_owned();
     }
-    let mut text = if err.is_connect() {
-        "cannot connect".to_owned()
+    let what = if err.is_connect() {
+        "cannot connect"
     } else {
-        "the request failed".to_owned()
+        "the request failed"
     };
-    let mut source = std::error::Error::source(&err);
-    let mut last = None;
-    while let Some(cause) = source {
-        last = Some(cause.to_string());
-        source = cause.source();
-    }
-    if let Some(cause) = last {
-        text.push_str(&format!(": {cause}"));
-    }
-    text
+    format!("{what}: {}", root_cause(&err))
 }
