@@ -64,7 +64,9 @@ pub enum Kind {
     /// done but the caller never learns it, as when a connection is reset on the way back.
     Reset,
     /// Waits `delay_ms` (plus up to `jitter_ms`) before each query of the service, or of
-    /// `table` and/or `operation` only; the wait is inside the query's span.
+    /// `table` and/or `operation` only; the wait is inside the query's span. Inside a
+    /// transaction it holds the transaction's connection (and its locks), so other requests
+    /// may queue behind it, as behind a real slow query.
     SlowQuery,
     /// Payment only: the card provider takes the charge but its answer never comes back. The
     /// payment is recorded as the provider decided (captured, or declined for a declining

@@ -13,16 +13,13 @@ use secrecy::SecretString;
 use super::*;
 use crate::http::{Door, Limits, Service, app};
 
-/// The example in the module's documentation and in the README.
-const EXAMPLE: &str = r#"[
-  {"kind": "latency", "service": "inventory", "route": "POST /reservations",
-   "delay_ms": 300, "jitter_ms": 200, "share": 0.5},
-  {"kind": "error", "service": "payment", "route": "POST /payments", "status": 503, "share": 0.2},
-  {"kind": "reset", "service": "payment", "route": "POST /payments", "share": 0.1},
-  {"kind": "slow_query", "service": "inventory", "table": "products", "operation": "UPDATE",
-   "delay_ms": 150},
-  {"kind": "provider_timeout", "service": "payment", "share": 0.3}
-]"#;
+/// The example in the README's "Practise with faults" (and in this module's documentation).
+fn readme_example() -> &'static str {
+    let readme = include_str!("../../../README.md");
+    let section = &readme[readme.find("## Practise with faults").expect("the section")..];
+    let example = &section[section.find("```json\n").expect("a JSON example") + 8..];
+    &example[..example.find("```").expect("the example's end")]
+}
 
 fn rule(json: &str) -> Result<Rules, String> {
     format!("[{json}]").parse()
@@ -30,7 +27,7 @@ fn rule(json: &str) -> Result<Rules, String> {
 
 #[test]
 fn the_documented_example_parses_and_round_trips() {
-    let rules: Rules = EXAMPLE.parse().unwrap();
+    let rules: Rules = readme_example().parse().unwrap();
     assert_eq!(rules.as_slice().len(), 5);
     let latency = &rules.as_slice()[0];
     assert_eq!(latency.kind, Kind::Latency);
