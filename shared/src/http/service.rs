@@ -116,8 +116,8 @@ impl Service {
             // Answers are small: send them at once rather than wait to fill a segment.
             let _ = stream.set_nodelay(true);
             let app = app.clone();
-            let answer = hyper::service::service_fn(move |request| answer(app.clone(), request));
-            let connection = http.serve_connection(TokioIo::new(stream), answer);
+            let service = hyper::service::service_fn(move |request| answer(app.clone(), request));
+            let connection = http.serve_connection(TokioIo::new(stream), service);
             // A connection ends in an error when its client goes away or is too slow; either
             // way there is nobody left to tell.
             let connection = graceful.watch(connection);
