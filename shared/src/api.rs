@@ -3,9 +3,11 @@
 //! Each type is defined once, here, so that caller and callee cannot drift apart. Money is
 //! always integer cents.
 
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::card::{MaskedCard, PaymentCard};
+use crate::problem::Problem;
 
 /// A product in the catalogue (`GET /products` on inventory, `GET /api/products` on gateway).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,7 +153,8 @@ pub struct Payment {
     pub decline_reason: Option<String>,
 }
 
-/// `POST /api/orders` on gateway and `POST /orders` on order: place an order.
+/// `POST /api/orders` on gateway and `POST /orders` on order: place an order, as sent. A
+/// handler parses it into a [`ValidOrder`] before anything else.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PlaceOrder {
     /// Who orders.
@@ -169,50 +172,154 @@ pub const MAX_QUANTITY: i64 = 1000;
 /// The longest SKU, and the longest customer id.
 pub const MAX_ID_LEN: usize = 64;
 
-impl PlaceOrder {
-    /// Checks what the types cannot: a customer id and SKUs of at most [`MAX_ID_LEN`]
-    /// letters, digits and `-_.:@`, from 1 to [`MAX_LINES`] lines, quantities from 1 to
-    /// [`MAX_QUANTITY`] and no product twice. The card was validated when the body was read.
-    pub fn validate(&self) -> Result<(), String> {
-        validate_id("customer_id", &self.customer_id)?;
-        validate_lines(&self.items)
+/// A [`PlaceOrder`] that keeps every rule its types cannot, parsed once with
+/// `ValidOrder::try_from(request)`: a value that exists is a valid order. It serializes to the
+/// same JSON as the request it came from, so the gateway forwards it as it is.
+#[derive(Debug, Serialize)]
+pub struct ValidOrder {
+    /// Who orders.
+    pub customer_id: CustomerId,
+    /// What.
+    pub items: OrderLines,
+    /// How it is paid: the card was validated when the body was read.
+    pub payment: PaymentCard,
+}
+
+impl TryFrom<PlaceOrder> for ValidOrder {
+    type Error = InvalidOrder;
+
+    /// The customer id is checked first, then the lines.
+    fn try_from(request: PlaceOrder) -> Result<Self, InvalidOrder> {
+        Ok(Self {
+            customer_id: CustomerId::try_from(request.customer_id)?,
+            items: OrderLines::try_from(request.items)?,
+            payment: request.payment,
+        })
     }
 }
 
-/// From 1 to [`MAX_LINES`] lines, each with a valid SKU and a quantity from 1 to
-/// [`MAX_QUANTITY`], no product twice. The messages quote a SKU only once it is known to be
-/// harmless.
-pub fn validate_lines(lines: &[OrderLine]) -> Result<(), String> {
-    if lines.is_empty() {
-        return Err("items must not be empty".into());
+/// A customer id: 1 to [`MAX_ID_LEN`] ASCII letters, digits and `-_.:@`, so it is safe to
+/// store, log and quote in an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CustomerId(String);
+
+impl TryFrom<String> for CustomerId {
+    type Error = InvalidOrder;
+
+    fn try_from(id: String) -> Result<Self, InvalidOrder> {
+        check_id("customer_id", &id)?;
+        Ok(Self(id))
     }
-    if lines.len() > MAX_LINES {
-        return Err(format!("an order may have at most {MAX_LINES} lines"));
+}
+
+impl CustomerId {
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
-    let mut seen = std::collections::HashSet::new();
-    for line in lines {
-        validate_id("sku", &line.sku)?;
-        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
-            return Err(format!(
-                "quantity of {} must be between 1 and {MAX_QUANTITY}",
-                line.sku
-            ));
+}
+
+impl AsRef<str> for CustomerId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// From 1 to [`MAX_LINES`] lines, each with a SKU as safe as a [`CustomerId`] and a quantity
+/// from 1 to [`MAX_QUANTITY`], no product twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderLines(Vec<OrderLine>);
+
+impl TryFrom<Vec<OrderLine>> for OrderLines {
+    type Error = InvalidOrder;
+
+    /// The lines are checked in order, each SKU before its quantity, so that an error quotes
+    /// a SKU only once it is known to be harmless.
+    fn try_from(lines: Vec<OrderLine>) -> Result<Self, InvalidOrder> {
+        if lines.is_empty() {
+            return Err(InvalidOrder::NoLines);
         }
-        if !seen.insert(&line.sku) {
-            return Err(format!("{} appears twice", line.sku));
+        if lines.len() > MAX_LINES {
+            return Err(InvalidOrder::TooManyLines);
         }
+        let mut seen = std::collections::HashSet::new();
+        for line in &lines {
+            check_id("sku", &line.sku)?;
+            if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+                return Err(InvalidOrder::Quantity {
+                    sku: line.sku.clone(),
+                });
+            }
+            if !seen.insert(&line.sku) {
+                return Err(InvalidOrder::Repeated {
+                    sku: line.sku.clone(),
+                });
+            }
+        }
+        Ok(Self(lines))
     }
-    Ok(())
+}
+
+impl OrderLines {
+    /// The lines.
+    pub fn as_slice(&self) -> &[OrderLine] {
+        &self.0
+    }
+
+    /// The lines, for a request that carries them (a [`ReserveRequest`]).
+    pub fn into_inner(self) -> Vec<OrderLine> {
+        self.0
+    }
+}
+
+impl AsRef<[OrderLine]> for OrderLines {
+    fn as_ref(&self) -> &[OrderLine] {
+        &self.0
+    }
+}
+
+/// The rule an order (or a list of lines) breaks; every service answers it `422`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidOrder {
+    /// A customer id or a SKU that is empty, too long, or holds other characters.
+    #[error("{field} must be 1 to {MAX_ID_LEN} letters, digits or -_.:@")]
+    Id {
+        /// `customer_id` or `sku`.
+        field: &'static str,
+    },
+    /// No lines.
+    #[error("items must not be empty")]
+    NoLines,
+    /// More than [`MAX_LINES`] lines.
+    #[error("an order may have at most {MAX_LINES} lines")]
+    TooManyLines,
+    /// A quantity below 1 or above [`MAX_QUANTITY`].
+    #[error("quantity of {sku} must be between 1 and {MAX_QUANTITY}")]
+    Quantity {
+        /// The line's product, a valid SKU.
+        sku: String,
+    },
+    /// A product on two lines.
+    #[error("{sku} appears twice")]
+    Repeated {
+        /// The product, a valid SKU.
+        sku: String,
+    },
+}
+
+impl From<InvalidOrder> for Problem {
+    fn from(invalid: InvalidOrder) -> Self {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request")
+            .with_detail(invalid.to_string())
+    }
 }
 
 /// 1 to [`MAX_ID_LEN`] ASCII letters, digits and `-_.:@`: such an id is safe to store, log
 /// and quote in an error.
-fn validate_id(field: &str, id: &str) -> Result<(), String> {
+fn check_id(field: &'static str, id: &str) -> Result<(), InvalidOrder> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@');
     if id.is_empty() || id.len() > MAX_ID_LEN || !id.chars().all(allowed) {
-        return Err(format!(
-            "{field} must be 1 to {MAX_ID_LEN} letters, digits or -_.:@"
-        ));
+        return Err(InvalidOrder::Id { field });
     }
     Ok(())
 }
@@ -286,4 +393,84 @@ pub struct Order {
     /// The trace of the request that placed the order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(sku: &str, quantity: i64) -> OrderLine {
+        OrderLine {
+            sku: sku.into(),
+            quantity,
+        }
+    }
+
+    fn order(customer_id: &str, items: Vec<OrderLine>) -> PlaceOrder {
+        let body = serde_json::json!({
+            "customer_id": customer_id,
+            "items": items,
+            "payment": {"card_number": "4242424242424242", "expiry": "12/30", "cvc": "123"},
+        });
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn a_valid_order_serializes_as_the_request_it_was_parsed_from() {
+        let request = order("c-1", vec![line("TRAIL-MUG", 2), line("A:b.c@d_e", 1000)]);
+        let sent = serde_json::to_value(&request).unwrap();
+        let valid = ValidOrder::try_from(request).unwrap();
+        assert_eq!(valid.customer_id.as_str(), "c-1");
+        assert_eq!(valid.items.as_slice().len(), 2);
+        assert_eq!(serde_json::to_value(&valid).unwrap(), sent);
+    }
+
+    #[test]
+    fn each_broken_rule_is_told_with_its_message_and_the_customer_id_comes_first() {
+        let id = "x".repeat(MAX_ID_LEN);
+        let many: Vec<_> = (0..=MAX_LINES)
+            .map(|i| line(&format!("S-{i}"), 1))
+            .collect();
+        let cases = [
+            (
+                order("", vec![line("M", 1)]),
+                "customer_id must be 1 to 64 letters, digits or -_.:@",
+            ),
+            (
+                order(&format!("{id}x"), vec![]),
+                "customer_id must be 1 to 64 letters, digits or -_.:@",
+            ),
+            (
+                order("c 1", vec![line("M", 1)]),
+                "customer_id must be 1 to 64 letters, digits or -_.:@",
+            ),
+            (order(&id, vec![]), "items must not be empty"),
+            (order("c", many), "an order may have at most 100 lines"),
+            (
+                order("c", vec![line("M\n", 0)]),
+                "sku must be 1 to 64 letters, digits or -_.:@",
+            ),
+            (
+                order("c", vec![line("M", 0)]),
+                "quantity of M must be between 1 and 1000",
+            ),
+            (
+                order("c", vec![line("M", 1001)]),
+                "quantity of M must be between 1 and 1000",
+            ),
+            (
+                order("c", vec![line("M", 1), line("N", 1), line("M", 2)]),
+                "M appears twice",
+            ),
+        ];
+        for (request, message) in cases {
+            let invalid = ValidOrder::try_from(request).unwrap_err();
+            assert_eq!(invalid.to_string(), message);
+            let problem = Problem::from(invalid);
+            assert_eq!(
+                (problem.status, problem.title.as_str()),
+                (422, "invalid request")
+            );
+        }
+    }
 }

@@ -13,7 +13,7 @@ use opentelemetry::baggage::BaggageExt;
 use opentelemetry::context::FutureExt;
 use opentelemetry::{Context, KeyValue};
 use ordertrail_shared::CUSTOMER_ID;
-use ordertrail_shared::api::PlaceOrder;
+use ordertrail_shared::api::{PlaceOrder, ValidOrder};
 use ordertrail_shared::http::{Call, Json};
 use ordertrail_shared::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
 use ordertrail_shared::problem::Problem;
@@ -38,20 +38,19 @@ async fn place_order(
     headers: HeaderMap,
     Json(request): Json<PlaceOrder>,
 ) -> Response {
-    if let Err(detail) = request.validate() {
-        return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request")
-            .with_detail(detail)
-            .into_response();
-    }
+    let order = match ValidOrder::try_from(request) {
+        Ok(order) => order,
+        Err(invalid) => return Problem::from(invalid).into_response(),
+    };
     // Dropping a key we cannot forward would turn a safe retry into a second order.
     let key = match IdempotencyKey::from_headers(&headers) {
         Ok(key) => key,
         Err(invalid) => return Problem::from(invalid).into_response(),
     };
-    tracing::Span::current().record(CUSTOMER_ID, request.customer_id.as_str());
-    let cx =
-        Context::current_with_baggage([KeyValue::new(CUSTOMER_ID, request.customer_id.clone())]);
-    let mut call = state.order.post("/orders", "/orders").json(&request);
+    let customer_id = order.customer_id.as_str();
+    tracing::Span::current().record(CUSTOMER_ID, customer_id);
+    let cx = Context::current_with_baggage([KeyValue::new(CUSTOMER_ID, customer_id.to_owned())]);
+    let mut call = state.order.post("/orders", "/orders").json(&order);
     if let Some(key) = &key {
         call = call.header(IDEMPOTENCY_KEY, key.as_str());
     }

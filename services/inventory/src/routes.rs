@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json as JsonResponse, Router};
-use ordertrail_shared::api::{OrderLine, Product, Reservation, ReserveRequest, validate_lines};
+use ordertrail_shared::api::{OrderLine, OrderLines, Product, Reservation, ReserveRequest};
 use ordertrail_shared::http::Json;
 use ordertrail_shared::telemetry::record_error;
 use serde::{Deserialize, Serialize};
@@ -37,8 +37,8 @@ async fn restock(
     State(state): State<AppState>,
     Json(request): Json<Restock>,
 ) -> Result<JsonResponse<Vec<Product>>, ApiError> {
-    validate_lines(&request.items).map_err(ApiError::Invalid)?;
-    match state.store.restock(&request.items).await {
+    let items = lines(request.items)?;
+    match state.store.restock(items.as_slice()).await {
         Ok(products) => {
             tracing::info!("stock raised");
             Ok(JsonResponse(products))
@@ -60,8 +60,14 @@ async fn reserve(
     State(state): State<AppState>,
     Json(request): Json<ReserveRequest>,
 ) -> Result<(StatusCode, JsonResponse<Reservation>), ApiError> {
-    validate(&request)?;
-    let (reservation, created) = match state.store.reserve(&request.order_id, &request.items).await
+    if request.order_id.is_empty() {
+        return Err(ApiError::Invalid("order_id must not be empty".into()));
+    }
+    let items = lines(request.items)?;
+    let (reservation, created) = match state
+        .store
+        .reserve(&request.order_id, items.as_slice())
+        .await
     {
         Ok(done) => done,
         Err(err) => {
@@ -84,11 +90,9 @@ async fn reserve(
     Ok((status, JsonResponse(reservation)))
 }
 
-fn validate(request: &ReserveRequest) -> Result<(), ApiError> {
-    if request.order_id.is_empty() {
-        return Err(ApiError::Invalid("order_id must not be empty".into()));
-    }
-    validate_lines(&request.items).map_err(ApiError::Invalid)
+/// The lines of a request, parsed: 422 unless they keep the rules of an order's lines.
+fn lines(items: Vec<OrderLine>) -> Result<OrderLines, ApiError> {
+    OrderLines::try_from(items).map_err(|invalid| ApiError::Invalid(invalid.to_string()))
 }
 
 #[tracing::instrument(name = "inventory.commit", skip_all, fields(order.id = %order_id))]

@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ordertrail_shared::api::{Order, OrderStatus};
+use ordertrail_shared::api::{InvalidOrder, Order, OrderStatus};
 use ordertrail_shared::idempotency::InvalidKey;
 use ordertrail_shared::problem::Problem;
 
@@ -12,8 +12,8 @@ use crate::saga::CheckoutError;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 422: a request that cannot be served as sent.
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidOrder),
     /// 400: the `Idempotency-Key` header is malformed or repeated.
     #[error(transparent)]
     Key(#[from] InvalidKey),
@@ -39,10 +39,7 @@ impl ApiError {
     /// The problem document this error is answered with.
     pub fn problem(&self) -> Problem {
         match self {
-            Self::Invalid(detail) => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request")
-                    .with_detail(detail)
-            }
+            Self::Invalid(invalid) => Problem::from(invalid.clone()),
             Self::Key(invalid) => Problem::from(invalid.clone()),
             Self::KeyReused => {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency key reused")

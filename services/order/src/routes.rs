@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json as JsonResponse, Router};
-use ordertrail_shared::api::{Order, PlaceOrder};
+use ordertrail_shared::api::{Order, PlaceOrder, ValidOrder};
 use ordertrail_shared::http::Json;
 use ordertrail_shared::idempotency::IdempotencyKey;
 use ordertrail_shared::problem::{PROBLEM_JSON, Problem};
@@ -32,7 +32,7 @@ async fn place_order(
     headers: HeaderMap,
     Json(request): Json<PlaceOrder>,
 ) -> Result<Response, ApiError> {
-    request.validate().map_err(ApiError::Invalid)?;
+    let request = ValidOrder::try_from(request)?;
     let key = IdempotencyKey::from_headers(&headers)?;
     let order_id = uuid::Uuid::now_v7().to_string();
     let fingerprint = fingerprint(&request);
@@ -40,8 +40,8 @@ async fn place_order(
     let trace_id = current_trace_id();
     let new_order = NewOrder {
         order_id: &order_id,
-        customer_id: &request.customer_id,
-        lines: &request.items,
+        customer_id: request.customer_id.as_str(),
+        lines: request.items.as_slice(),
         card: &card,
         trace_id: trace_id.as_deref(),
     };
@@ -92,8 +92,8 @@ async fn place_order(
 
 /// The request as the idempotency check compares it, hashed: the stored fingerprint must not
 /// hold card data (expiry, last four) in clear, and never holds the number or CVC at all.
-fn fingerprint(request: &PlaceOrder) -> String {
-    let mut items = request.items.clone();
+fn fingerprint(request: &ValidOrder) -> String {
+    let mut items = request.items.as_slice().to_vec();
     items.sort_by(|a, b| a.sku.cmp(&b.sku));
     let canonical = json!({
         "customer_id": request.customer_id,

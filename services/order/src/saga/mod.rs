@@ -12,8 +12,8 @@ mod steps;
 use std::time::Duration;
 
 use ordertrail_shared::api::{
-    ChargeRequest, Order, OrderStatus, Payment, PaymentStatus, PlaceOrder, Reservation,
-    ReservationStatus, ReserveRequest,
+    ChargeRequest, Order, OrderStatus, Payment, PaymentStatus, Reservation, ReservationStatus,
+    ReserveRequest, ValidOrder,
 };
 use ordertrail_shared::http::ServiceClient;
 use ordertrail_shared::problem::Problem;
@@ -80,11 +80,11 @@ impl Saga {
     pub async fn checkout(
         &self,
         order_id: &str,
-        request: PlaceOrder,
+        request: ValidOrder,
     ) -> Result<Order, CheckoutError> {
         let reserve = ReserveRequest {
             order_id: order_id.to_owned(),
-            items: request.items,
+            items: request.items.into_inner(),
         };
         let reservation: Reservation = match retry::<Reservation>(|| {
             self.inventory
