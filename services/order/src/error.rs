@@ -1,17 +1,21 @@
 //! The order service's errors, each answered as problem+json.
+//!
+//! The policy per layer: the store returns database errors (`sqlx::Error`) as they come; the
+//! saga and the recovery sweep return an [`Outcome`](crate::domain::Outcome) or a database
+//! error, since a failed checkout is an order that ended, not an error (its answer is built by
+//! `idempotency`, so the sweep can keep it too); the routes alone map to HTTP, through
+//! [`ApiError`]. A 500 hides its cause from the client and logs it once.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ordertrail_shared::api::{InvalidOrder, Order, OrderStatus};
+use ordertrail_shared::api::InvalidOrder;
 use ordertrail_shared::idempotency::InvalidKey;
 use ordertrail_shared::problem::Problem;
-
-use crate::saga::CheckoutError;
 
 /// Everything an order request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// 422: a request that cannot be served as sent.
+    /// 422: an order that breaks a rule its types cannot hold.
     #[error(transparent)]
     Invalid(#[from] InvalidOrder),
     /// 400: the `Idempotency-Key` header is malformed or repeated.
@@ -26,10 +30,6 @@ pub enum ApiError {
     /// 404: no such order.
     #[error("no order {0}")]
     NotFound(String),
-    /// 402, 409, 422 or 503: the checkout failed; the order is `failed`, or open while its
-    /// compensation waits for a service.
-    #[error(transparent)]
-    Checkout(#[from] CheckoutError),
     /// 500: the database failed; the detail stays in the log.
     #[error("database error")]
     Database(#[from] sqlx::Error),
@@ -52,69 +52,8 @@ impl ApiError {
             Self::NotFound(_) => {
                 Problem::new(StatusCode::NOT_FOUND, "order not found").with_detail(self.to_string())
             }
-            Self::Checkout(CheckoutError::Failed { order, failure }) => {
-                Problem::new(failure.status, "checkout failed")
-                    .with_type(format!("/problems/{}", failure.code.replace('_', "-")))
-                    .with_detail(failure.detail.as_str())
-                    .with("order_id", order.order_id.as_str())
-                    .with("order_status", order.status.as_str())
-                    .with("reason", failure.code.as_str())
-            }
-            // Not an error: the handler answers 202 with the order (see `checkout_answer`).
-            Self::Checkout(CheckoutError::Pending(order)) => {
-                Problem::new(StatusCode::ACCEPTED, "order paid, stock pending")
-                    .with("order_id", order.order_id.as_str())
-            }
-            Self::Checkout(CheckoutError::Database(err)) | Self::Database(err) => {
-                Problem::internal(err)
-            }
+            Self::Database(err) => Problem::internal(err),
         }
-    }
-}
-
-/// The answer to a checkout: `201` with the confirmed order, `202` with a paid order whose
-/// stock is still to be committed, or the problem of a failed one.
-#[derive(Debug)]
-pub struct Answer {
-    /// The status.
-    pub status: StatusCode,
-    /// The JSON body.
-    pub body: String,
-    /// True when the order is confirmed or failed: only such an answer is kept for an
-    /// idempotency key, so that a replay never contradicts the order's final state.
-    pub terminal: bool,
-}
-
-/// The [`Answer`] to a checkout's outcome.
-pub fn checkout_answer(outcome: Result<Order, CheckoutError>) -> Answer {
-    let (status, body, order_status) = match outcome {
-        Ok(order) => (
-            StatusCode::CREATED,
-            serde_json::json!(order),
-            Some(order.status),
-        ),
-        Err(CheckoutError::Pending(order)) => (
-            StatusCode::ACCEPTED,
-            serde_json::json!(order),
-            Some(order.status),
-        ),
-        Err(err) => {
-            let order_status = match &err {
-                CheckoutError::Failed { order, .. } => Some(order.status),
-                _ => None,
-            };
-            let problem = ApiError::from(err).problem();
-            (
-                problem.status_code(),
-                serde_json::json!(problem),
-                order_status,
-            )
-        }
-    };
-    Answer {
-        status,
-        body: body.to_string(),
-        terminal: order_status.is_some_and(OrderStatus::is_terminal),
     }
 }
 

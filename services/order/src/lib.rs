@@ -4,9 +4,16 @@
 //! → inventory commit, compensating in reverse when a step fails, so that every order ends
 //! `confirmed` or `failed`. An `Idempotency-Key` makes a retried request replay the first
 //! answer instead of ordering twice.
+//!
+//! The modules depend one way: `routes` (HTTP, with `error`) and `recovery` (the sweep) on
+//! `saga` and `idempotency`; those on `store`; everything on `domain`, which depends on nothing
+//! here.
 
 pub mod config;
+mod domain;
 mod error;
+mod idempotency;
+mod recovery;
 mod routes;
 mod saga;
 mod store;
@@ -18,6 +25,7 @@ use ordertrail_shared::http::{Door, Limits, Service, ServiceClient, app};
 
 pub use config::Config;
 pub use error::ApiError;
+pub use recovery::Recovery;
 pub use saga::Saga;
 pub use store::Store;
 
@@ -62,7 +70,7 @@ pub async fn run(
         ServiceClient::new(&config.payment_url)?,
     );
     let service = Service::bind(config.listen_addr).await?;
-    let sweep = saga.clone();
+    let sweep = Recovery::new(saga.clone());
     service
         .spawn(move |stop| sweep.keep_recovering(config.sweep_every, config.stalled_after, stop));
     service

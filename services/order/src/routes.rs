@@ -1,4 +1,6 @@
 //! The order API: `POST /orders` (with an optional `Idempotency-Key`) and `GET /orders/{id}`.
+//!
+//! The only place that speaks HTTP: requests are parsed here, and errors become answers here.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -10,12 +12,11 @@ use ordertrail_shared::http::Json;
 use ordertrail_shared::idempotency::IdempotencyKey;
 use ordertrail_shared::problem::{PROBLEM_JSON, Problem};
 use ordertrail_shared::telemetry::current_trace_id;
-use serde_json::json;
-use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::AppState;
-use crate::error::{ApiError, checkout_answer};
+use crate::error::ApiError;
+use crate::idempotency::{Answer, Fingerprint};
 use crate::store::{KeyClaim, NewOrder};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -32,16 +33,16 @@ async fn place_order(
     headers: HeaderMap,
     Json(request): Json<PlaceOrder>,
 ) -> Result<Response, ApiError> {
-    let request = ValidOrder::try_from(request)?;
+    let order = ValidOrder::try_from(request)?;
     let key = IdempotencyKey::from_headers(&headers)?;
     let order_id = uuid::Uuid::now_v7().to_string();
-    let fingerprint = fingerprint(&request);
-    let card = request.payment.card_number.masked();
+    let fingerprint = Fingerprint::of(&order);
+    let card = order.payment.card_number.masked();
     let trace_id = current_trace_id();
     let new_order = NewOrder {
         order_id: &order_id,
-        customer_id: request.customer_id.as_str(),
-        lines: request.items.as_slice(),
+        customer_id: order.customer_id.as_str(),
+        lines: order.items.as_slice(),
         card: &card,
         trace_id: trace_id.as_deref(),
     };
@@ -73,13 +74,9 @@ async fn place_order(
     // half-way, and the answer is kept for the idempotency key either way.
     let (saga, store) = (state.saga.clone(), state.store.clone());
     let checkout = async move {
-        let answer = checkout_answer(saga.checkout(&order_id, request).await);
-        if answer.terminal {
-            store
-                .save_response(&order_id, answer.status.as_u16(), &answer.body)
-                .await?;
-        }
-        Ok::<_, ApiError>(answer)
+        let answer = Answer::to(&saga.checkout(&order_id, order).await?);
+        answer.keep(&store, &order_id).await?;
+        Ok::<_, sqlx::Error>(answer)
     };
     match tokio::spawn(checkout.in_current_span()).await {
         Ok(answer) => {
@@ -88,21 +85,6 @@ async fn place_order(
         }
         Err(panicked) => Ok(Problem::internal(&panicked).into_response()),
     }
-}
-
-/// The request as the idempotency check compares it, hashed: the stored fingerprint must not
-/// hold card data (expiry, last four) in clear, and never holds the number or CVC at all.
-fn fingerprint(request: &ValidOrder) -> String {
-    let mut items = request.items.as_slice().to_vec();
-    items.sort_by(|a, b| a.sku.cmp(&b.sku));
-    let canonical = json!({
-        "customer_id": request.customer_id,
-        "items": items,
-        "card": request.payment.card_number.masked(),
-        "expiry": request.payment.expiry,
-    });
-    let digest = Sha256::digest(canonical.to_string().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A JSON answer from its status and body: problem+json for errors.

@@ -30,6 +30,17 @@ pub enum StepError {
     },
 }
 
+impl StepError {
+    /// True when the step may have been applied at its service, so that it must be undone.
+    pub fn maybe_applied(&self) -> bool {
+        match self {
+            Self::Refused { maybe_applied, .. } | Self::Unreachable { maybe_applied } => {
+                *maybe_applied
+            }
+        }
+    }
+}
+
 /// Sends the call built by `make` until it gets an answer that is not a 5xx, at most
 /// [`ATTEMPTS`] times with exponential backoff. Only idempotent calls may be retried.
 pub async fn retry<T: DeserializeOwned>(make: impl Fn() -> Call) -> Result<T, StepError> {

@@ -17,8 +17,8 @@ use tower::ServiceExt;
 
 use super::proxy::{Pass, Proxy};
 use super::{client, inventory, inventory_url, mug_stock, payment, payment_url};
-use crate::saga::Failure;
-use crate::{AppState, MIGRATIONS, Saga, Store, router};
+use crate::domain::Failure;
+use crate::{AppState, MIGRATIONS, Recovery, Saga, Store, router};
 
 const TWO_MUGS: &str = r#"{"customer_id":"c-1","items":[{"sku":"TRAIL-MUG","quantity":2}],"payment":{"card_number":"4242424242424242","expiry":"12/30","cvc":"123"}}"#;
 
@@ -26,7 +26,7 @@ const TWO_MUGS: &str = r#"{"customer_id":"c-1","items":[{"sku":"TRAIL-MUG","quan
 struct OrderService {
     app: axum::Router,
     store: Store,
-    saga: Saga,
+    sweep: Recovery,
 }
 
 /// An answer of the order service.
@@ -50,7 +50,8 @@ impl OrderService {
             store: store.clone(),
             saga: saga.clone(),
         });
-        Self { app, store, saga }
+        let sweep = Recovery::new(saga);
+        Self { app, store, sweep }
     }
 
     /// `POST /orders` of two mugs, with an optional `Idempotency-Key`.
@@ -186,7 +187,7 @@ async fn a_charge_answered_with_502_then_refused_is_still_refunded_once_payment_
     assert_eq!(mug_stock(&inventory).await, before - 2);
 
     proxy.listen();
-    orders.saga.recover_stalled_orders(Duration::ZERO).await;
+    orders.sweep.recover_stalled_orders(Duration::ZERO).await;
 
     assert_eq!(orders.status(&order_id).await, OrderStatus::Failed);
     assert_eq!(
@@ -268,7 +269,7 @@ async fn a_charge_that_timed_out_then_refused_is_still_refunded_once_payment_is_
     assert_eq!(mug_stock(&inventory).await, before - 2);
 
     proxy.listen();
-    orders.saga.recover_stalled_orders(Duration::ZERO).await;
+    orders.sweep.recover_stalled_orders(Duration::ZERO).await;
 
     assert_eq!(orders.status(&order_id).await, OrderStatus::Failed);
     assert_eq!(
@@ -311,7 +312,7 @@ async fn a_202_is_never_kept_for_the_idempotency_key_and_the_sweep_keeps_the_con
     assert_eq!(retried.body["order_id"], order_id);
 
     commit_fails.store(false, Ordering::SeqCst);
-    orders.saga.recover_stalled_orders(Duration::ZERO).await;
+    orders.sweep.recover_stalled_orders(Duration::ZERO).await;
 
     let replayed = orders.place_order(Some("k-1")).await;
     assert_eq!(replayed.status, StatusCode::CREATED, "{}", replayed.body);

@@ -1,6 +1,44 @@
-//! Why a checkout did not go through, as the client is told and as the order keeps it.
+//! What a checkout comes to: an [`Outcome`], and the [`Failure`] of a failed one.
+//!
+//! Plain values, below everything else in the crate: the saga and the recovery sweep produce
+//! them, the store keeps a failure with its order, and `idempotency` turns an outcome into the
+//! answer a client gets. A checkout that went wrong is an outcome, not an error: the order exists
+//! and says how it ended. Only a database failure is an error.
 
 use axum::http::StatusCode;
+use ordertrail_shared::api::Order;
+
+/// How a checkout ended, for now.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Stock reserved, card charged, stock committed: the order is `confirmed` (201).
+    Confirmed(Order),
+    /// The order is `paid`, and its stock is committed once inventory answers (202): the
+    /// recovery sweep will. A success, though not yet a final one.
+    Pending(Order),
+    /// The checkout failed: the order is `failed`, or still open while its compensation waits
+    /// for a service (the sweep finishes it with the same failure).
+    Failed {
+        /// The order.
+        order: Order,
+        /// Why.
+        failure: Failure,
+    },
+}
+
+impl Outcome {
+    /// The order, as the checkout left it.
+    pub fn order(&self) -> &Order {
+        match self {
+            Self::Confirmed(order) | Self::Pending(order) | Self::Failed { order, .. } => order,
+        }
+    }
+
+    /// True when the order is confirmed or failed, so this outcome will never change.
+    pub fn is_final(&self) -> bool {
+        self.order().status.is_terminal()
+    }
+}
 
 /// A checkout's failure: the status the client gets, a machine-readable code (the problem's
 /// `reason`) and a sentence for humans. It is stored with the order before compensation runs.

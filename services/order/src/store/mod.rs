@@ -1,11 +1,18 @@
-//! The orders database: orders, their lines, and idempotency keys.
+//! The orders database: orders and their lines here, idempotency keys and their answers in
+//! `keys`.
+//!
+//! Every method returns database errors as they come (`sqlx::Error`); what they mean to a
+//! client is for the routes to say.
+
+mod keys;
 
 use ordertrail_shared::api::{Order, OrderLine, OrderStatus, PricedLine};
 use ordertrail_shared::card::MaskedCard;
 use ordertrail_shared::db::{Database, Sql, Traced, now, timestamp};
 use sqlx::Row;
 
-use crate::saga::Failure;
+pub use self::keys::KeyClaim;
+use crate::domain::Failure;
 
 const INSERT_ORDER: Sql = Sql {
     operation: "INSERT",
@@ -59,21 +66,6 @@ const OPEN_ORDERS: Sql = Sql {
     // the `OR` inside one query, both read every row.
     text: "SELECT order_id, created_at FROM orders WHERE updated_at < $1 AND status NOT IN ('confirmed', 'failed') UNION SELECT orders.order_id, orders.created_at FROM idempotency_keys JOIN orders ON orders.order_id = idempotency_keys.order_id WHERE idempotency_keys.response_status IS NULL AND orders.updated_at < $1 ORDER BY created_at",
 };
-const CLAIM_KEY: Sql = Sql {
-    operation: "INSERT",
-    collection: "idempotency_keys",
-    text: "INSERT INTO idempotency_keys (idempotency_key, fingerprint, order_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
-};
-const GET_KEY: Sql = Sql {
-    operation: "SELECT",
-    collection: "idempotency_keys",
-    text: "SELECT fingerprint, order_id, response_status, response_body FROM idempotency_keys WHERE idempotency_key = $1",
-};
-const SAVE_RESPONSE: Sql = Sql {
-    operation: "UPDATE",
-    collection: "idempotency_keys",
-    text: "UPDATE idempotency_keys SET response_status = $1, response_body = $2 WHERE order_id = $3 AND response_status IS NULL",
-};
 
 /// A new order, as the request gave it.
 #[derive(Debug)]
@@ -88,27 +80,6 @@ pub struct NewOrder<'a> {
     pub card: &'a MaskedCard,
     /// The trace of the request that placed it.
     pub trace_id: Option<&'a str>,
-}
-
-/// What a claimed idempotency key says about a request.
-#[derive(Debug)]
-pub enum KeyClaim {
-    /// The key is new and now belongs to this request (or no key was given).
-    New,
-    /// The key was used with the same request, which has finished: answer the same.
-    Replay {
-        /// The first answer's status.
-        status: u16,
-        /// The first answer's body.
-        body: String,
-    },
-    /// The key was used with the same request, which has not finished yet.
-    InProgress {
-        /// The order the first request created.
-        order_id: String,
-    },
-    /// The key was used with a different request.
-    Mismatch,
 }
 
 /// Orders over SQLite or PostgreSQL.
@@ -128,48 +99,6 @@ impl Store {
         &self.db
     }
 
-    /// What the earlier request that claimed `key` says about a request with `fingerprint`.
-    async fn existing_claim(&self, key: &str, fingerprint: &str) -> Result<KeyClaim, sqlx::Error> {
-        let row = sqlx::query(GET_KEY.text)
-            .bind(key)
-            .fetch_one(&self.db.pool)
-            .traced(self.db.span(&GET_KEY))
-            .await?;
-        let stored: String = row.try_get("fingerprint")?;
-        if stored != fingerprint {
-            return Ok(KeyClaim::Mismatch);
-        }
-        let status: Option<i64> = row.try_get("response_status")?;
-        let body: Option<String> = row.try_get("response_body")?;
-        Ok(match (status, body) {
-            (Some(status), Some(body)) => KeyClaim::Replay {
-                status: status as u16,
-                body,
-            },
-            _ => KeyClaim::InProgress {
-                order_id: row.try_get("order_id")?,
-            },
-        })
-    }
-
-    /// Stores the answer to the request that created `order_id`, for the idempotency key it
-    /// claimed (if any), unless one is stored already.
-    pub async fn save_response(
-        &self,
-        order_id: &str,
-        status: u16,
-        body: &str,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(SAVE_RESPONSE.text)
-            .bind(i64::from(status))
-            .bind(body)
-            .bind(order_id)
-            .execute(&self.db.pool)
-            .traced(self.db.span(&SAVE_RESPONSE))
-            .await?;
-        Ok(())
-    }
-
     /// Creates a pending order with its (not yet priced) lines and, in the same transaction,
     /// claims its idempotency key (`key`, `fingerprint`), so that a key never points at an
     /// order that does not exist. Anything but [`KeyClaim::New`] creates nothing.
@@ -179,20 +108,13 @@ impl Store {
         key: Option<(&str, &str)>,
     ) -> Result<KeyClaim, sqlx::Error> {
         let mut tx = self.db.pool.begin().traced(tracing::Span::none()).await?;
-        if let Some((key, fingerprint)) = key {
-            let claimed = sqlx::query(CLAIM_KEY.text)
-                .bind(key)
-                .bind(fingerprint)
-                .bind(order.order_id)
-                .bind(now())
-                .execute(&mut *tx)
-                .traced(self.db.span(&CLAIM_KEY))
+        if let Some((key, fingerprint)) = key
+            && !self
+                .claim(&mut tx, key, fingerprint, order.order_id)
                 .await?
-                .rows_affected();
-            if claimed == 0 {
-                tx.rollback().traced(tracing::Span::none()).await?;
-                return self.existing_claim(key, fingerprint).await;
-            }
+        {
+            tx.rollback().traced(tracing::Span::none()).await?;
+            return self.existing_claim(key, fingerprint).await;
         }
         sqlx::query(INSERT_ORDER.text)
             .bind(order.order_id)
@@ -331,6 +253,11 @@ impl Store {
             failure_reason: row.try_get("failure_reason")?,
             trace_id: row.try_get("trace_id")?,
         }))
+    }
+
+    /// The order `order_id`, which exists: `RowNotFound` otherwise.
+    pub async fn order(&self, order_id: &str) -> Result<Order, sqlx::Error> {
+        self.get(order_id).await?.ok_or(sqlx::Error::RowNotFound)
     }
 
     /// Ids of the orders untouched for `idle_for`, oldest first, that the sweep must finish:

@@ -1,0 +1,118 @@
+//! The recovery sweep: finishes the checkouts that stood still (the service stopped mid-way, a
+//! compensation or a commit waited for a service) and keeps their final answers.
+
+use std::time::Duration;
+
+use ordertrail_shared::api::OrderStatus;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::domain::{Failure, Outcome};
+use crate::idempotency::Answer;
+use crate::saga::Saga;
+use crate::store::Store;
+
+/// The sweep, driving the saga of each stalled order to its end.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    saga: Saga,
+}
+
+impl Recovery {
+    /// A sweep that finishes orders with `saga`, over the saga's store.
+    pub fn new(saga: Saga) -> Self {
+        Self { saga }
+    }
+
+    fn store(&self) -> &Store {
+        self.saga.store()
+    }
+
+    /// Every `every`, finishes the sagas that have stood still for `stalled_after`, until
+    /// `stop` is cancelled. A sweep under way runs on (the service's drain timeout bounds it; an
+    /// order it does not finish is finished by the next start's sweep).
+    pub async fn keep_recovering(
+        self,
+        every: Duration,
+        stalled_after: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut sweep = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = sweep.tick() => {}
+            }
+            self.recover_stalled_orders(stalled_after).await;
+        }
+    }
+
+    /// Finishes the orders untouched for `stalled_after` (see `Store::stalled_orders`): a
+    /// finished order gets its answer kept, a failure already recorded is
+    /// compensated to its end, a paid order is committed, and an order stopped earlier (the
+    /// service crashed) is undone as far as it may have got and fails `interrupted`. An order
+    /// whose services are still unreachable stays open for the next sweep. Each recovered
+    /// order's answer is kept for its idempotency key.
+    pub(crate) async fn recover_stalled_orders(&self, stalled_after: Duration) {
+        let open = match self.store().stalled_orders(stalled_after).await {
+            Ok(open) => open,
+            Err(err) => {
+                tracing::error!(
+                    error = &err as &dyn std::error::Error,
+                    "cannot list open orders"
+                );
+                return;
+            }
+        };
+        for order_id in open {
+            let span = tracing::info_span!("order.recover", order.id = %order_id);
+            self.recover(&order_id).instrument(span).await;
+        }
+    }
+
+    async fn recover(&self, order_id: &str) {
+        let outcome = match self.finish(order_id).await {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                tracing::error!(
+                    error = &err as &dyn std::error::Error,
+                    "open order not recovered"
+                );
+                return;
+            }
+        };
+        if !outcome.is_final() {
+            return;
+        }
+        // A client retrying with its idempotency key now gets this answer instead of 409.
+        if let Err(err) = Answer::to(&outcome).keep(self.store(), order_id).await {
+            tracing::error!(
+                error = &err as &dyn std::error::Error,
+                "answer of a recovered order not kept"
+            );
+        }
+        let status = outcome.order().status;
+        tracing::info!(order.status = status.as_str(), "open order recovered");
+    }
+
+    /// Drives the saga of `order_id` as far as it goes from where it stood.
+    async fn finish(&self, order_id: &str) -> Result<Outcome, sqlx::Error> {
+        let order = self.store().order(order_id).await?;
+        let failure = self.store().failure(order_id).await?;
+        match (order.status, failure) {
+            // Finished, but its answer was never kept: keep it now.
+            (OrderStatus::Confirmed, _) => Ok(Outcome::Confirmed(order)),
+            (OrderStatus::Failed, failure) => Ok(Outcome::Failed {
+                order,
+                failure: failure.unwrap_or_else(Failure::interrupted),
+            }),
+            (OrderStatus::Paid, None) => self.saga.confirm(order_id).await,
+            // A failure recorded is compensated to its end; an order stopped without one
+            // fails `interrupted`.
+            (status, failure) => {
+                let failure = failure.unwrap_or_else(Failure::interrupted);
+                self.saga.fail_stalled(order_id, status, failure).await
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Compensation: what a failed checkout must undo, and the undoing, in reverse order.
+//!
+//! [`Undo::after`] is the one rule that picks what to undo, from the step that failed and
+//! whether it may have been applied; the checkout and the recovery sweep both go through it.
+
+use ordertrail_shared::api::{OrderStatus, Payment, PaymentStatus, Reservation, ReservationStatus};
+use ordertrail_shared::telemetry::record_error;
+
+use super::Saga;
+use super::steps::{StepError, retry};
+use crate::domain::{Failure, Outcome};
+
+/// A step of the checkout, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Inventory reserves the stock.
+    Reserve,
+    /// Payment charges the card.
+    Charge,
+    /// Inventory commits the stock.
+    Commit,
+}
+
+impl Step {
+    /// The step an order in `status` was at: the one after the last it recorded.
+    pub(crate) fn at(status: OrderStatus) -> Self {
+        match status {
+            OrderStatus::Pending => Self::Reserve,
+            OrderStatus::Reserved => Self::Charge,
+            OrderStatus::Paid | OrderStatus::Confirmed | OrderStatus::Failed => Self::Commit,
+        }
+    }
+}
+
+/// What must be undone when a checkout fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Undo {
+    /// Nothing was done anywhere.
+    Nothing,
+    /// Stock may be reserved.
+    Release,
+    /// A charge may have been taken and stock may be reserved.
+    RefundAndRelease,
+}
+
+impl Undo {
+    /// What to undo when `step` failed: every step before it, and `step` itself when it
+    /// `maybe_applied` (an attempt timed out, or answered 5xx). A commit is never undone: it
+    /// fails only when the reservation is gone, and then the payment is refunded.
+    pub(crate) fn after(step: Step, maybe_applied: bool) -> Self {
+        match (step, maybe_applied) {
+            (Step::Reserve, false) => Self::Nothing,
+            (Step::Reserve, true) | (Step::Charge, false) => Self::Release,
+            (Step::Charge, true) | (Step::Commit, _) => Self::RefundAndRelease,
+        }
+    }
+}
+
+impl Saga {
+    /// Records `failure`, undoes what may have been done, and marks the order failed. When an
+    /// undo cannot be sent the order stays open, failure recorded, for the sweep.
+    pub(crate) async fn fail(
+        &self,
+        order_id: &str,
+        failure: Failure,
+        undo: Undo,
+    ) -> Result<Outcome, sqlx::Error> {
+        record_error(&tracing::Span::current(), &failure.code, &failure);
+        self.store.set_failure(order_id, &failure).await?;
+        if self.undo(order_id, undo).await {
+            self.store
+                .set_status(order_id, OrderStatus::Failed, Some(&failure.detail))
+                .await?;
+            tracing::warn!(
+                order.status = "failed",
+                event.outcome = "failure",
+                error.type = failure.code.as_str(),
+                error.message = %failure,
+                "order failed"
+            );
+        } else {
+            tracing::error!(error.type = "compensation_pending", error.message = %failure, "order failed, compensation waits for a service");
+        }
+        Ok(Outcome::Failed {
+            order: self.store.order(order_id).await?,
+            failure,
+        })
+    }
+
+    /// Refunds and releases as `undo` says. False unless each step is known to be done (a
+    /// service that cannot be reached, or an answer showing money still taken or stock still
+    /// held, leaves the order to the sweep).
+    async fn undo(&self, order_id: &str, undo: Undo) -> bool {
+        if undo == Undo::RefundAndRelease {
+            let path = format!("/payments/{order_id}/refund");
+            match retry::<Payment>(|| self.payment.post("/payments/{order_id}/refund", &path)).await
+            {
+                Ok(payment) if payment.status == PaymentStatus::Refunded => {}
+                // 409: the charge was declined, so nothing was taken.
+                Err(StepError::Refused { problem, .. }) if problem.status == 409 => {}
+                _ => return false,
+            }
+        }
+        if undo != Undo::Nothing {
+            let path = format!("/reservations/{order_id}/release");
+            match retry::<Reservation>(|| {
+                self.inventory
+                    .post("/reservations/{order_id}/release", &path)
+            })
+            .await
+            {
+                Ok(reservation) if reservation.status == ReservationStatus::Released => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_step_undoes_the_steps_before_it_and_itself_when_it_may_have_been_applied() {
+        let cases = [
+            (Step::Reserve, false, Undo::Nothing),
+            (Step::Reserve, true, Undo::Release),
+            (Step::Charge, false, Undo::Release),
+            (Step::Charge, true, Undo::RefundAndRelease),
+            (Step::Commit, false, Undo::RefundAndRelease),
+            (Step::Commit, true, Undo::RefundAndRelease),
+        ];
+        for (step, maybe_applied, undo) in cases {
+            assert_eq!(
+                Undo::after(step, maybe_applied),
+                undo,
+                "{step:?} {maybe_applied}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_order_is_at_the_step_after_the_last_it_recorded() {
+        assert_eq!(Step::at(OrderStatus::Pending), Step::Reserve);
+        assert_eq!(Step::at(OrderStatus::Reserved), Step::Charge);
+        assert_eq!(Step::at(OrderStatus::Paid), Step::Commit);
+    }
+}

@@ -1,0 +1,113 @@
+//! Idempotency keys: claimed in the transaction that creates their order, then holding the
+//! final answer to the request that claimed them.
+
+use ordertrail_shared::db::{Sql, Traced, now};
+use sqlx::{Any, Row, Transaction};
+
+use super::Store;
+
+const CLAIM_KEY: Sql = Sql {
+    operation: "INSERT",
+    collection: "idempotency_keys",
+    text: "INSERT INTO idempotency_keys (idempotency_key, fingerprint, order_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
+};
+const GET_KEY: Sql = Sql {
+    operation: "SELECT",
+    collection: "idempotency_keys",
+    text: "SELECT fingerprint, order_id, response_status, response_body FROM idempotency_keys WHERE idempotency_key = $1",
+};
+const SAVE_RESPONSE: Sql = Sql {
+    operation: "UPDATE",
+    collection: "idempotency_keys",
+    text: "UPDATE idempotency_keys SET response_status = $1, response_body = $2 WHERE order_id = $3 AND response_status IS NULL",
+};
+
+/// What a claimed idempotency key says about a request.
+#[derive(Debug)]
+pub enum KeyClaim {
+    /// The key is new and now belongs to this request (or no key was given).
+    New,
+    /// The key was used with the same request, which has finished: answer the same.
+    Replay {
+        /// The first answer's status.
+        status: u16,
+        /// The first answer's body.
+        body: String,
+    },
+    /// The key was used with the same request, which has not finished yet.
+    InProgress {
+        /// The order the first request created.
+        order_id: String,
+    },
+    /// The key was used with a different request.
+    Mismatch,
+}
+
+impl Store {
+    /// Claims `key` for the request with `fingerprint` creating `order_id`, within `tx`. False
+    /// when an earlier request holds it.
+    pub(super) async fn claim(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        key: &str,
+        fingerprint: &str,
+        order_id: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let claimed = sqlx::query(CLAIM_KEY.text)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(order_id)
+            .bind(now())
+            .execute(&mut **tx)
+            .traced(self.db.span(&CLAIM_KEY))
+            .await?
+            .rows_affected();
+        Ok(claimed != 0)
+    }
+
+    /// What the earlier request that claimed `key` says about a request with `fingerprint`.
+    pub(super) async fn existing_claim(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<KeyClaim, sqlx::Error> {
+        let row = sqlx::query(GET_KEY.text)
+            .bind(key)
+            .fetch_one(&self.db.pool)
+            .traced(self.db.span(&GET_KEY))
+            .await?;
+        let stored: String = row.try_get("fingerprint")?;
+        if stored != fingerprint {
+            return Ok(KeyClaim::Mismatch);
+        }
+        let status: Option<i64> = row.try_get("response_status")?;
+        let body: Option<String> = row.try_get("response_body")?;
+        Ok(match (status, body) {
+            (Some(status), Some(body)) => KeyClaim::Replay {
+                status: status as u16,
+                body,
+            },
+            _ => KeyClaim::InProgress {
+                order_id: row.try_get("order_id")?,
+            },
+        })
+    }
+
+    /// Stores the answer to the request that created `order_id`, for the idempotency key it
+    /// claimed (if any), unless one is stored already.
+    pub async fn save_response(
+        &self,
+        order_id: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(SAVE_RESPONSE.text)
+            .bind(i64::from(status))
+            .bind(body)
+            .bind(order_id)
+            .execute(&self.db.pool)
+            .traced(self.db.span(&SAVE_RESPONSE))
+            .await?;
+        Ok(())
+    }
+}
