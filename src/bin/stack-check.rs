@@ -3,8 +3,10 @@
 //!
 //! It places orders through the gateway, reads each answer's `traceresponse`, waits until
 //! Jaeger holds the trace with spans of all four services, correctly parented, and until
-//! Elasticsearch holds log lines of that trace from all four services. It exits 0 when every
-//! check passed and 1 with the reasons otherwise.
+//! Elasticsearch holds log lines of that trace from all four services, as Filebeat ships them
+//! from the containers' stdout: each names the container it was read from, none carries
+//! Filebeat's own fields, and every field is there once, decoded from the JSON line. It exits 0
+//! when every check passed and 1 with the reasons otherwise.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -17,7 +19,8 @@ use serde_json::{Value, json};
 
 /// The four services every order's trace and logs must come from.
 const SERVICES: [&str; 4] = ["gateway", "inventory", "order", "payment"];
-/// How long telemetry may take to become searchable (Logstash batches, Elasticsearch refreshes).
+/// How long telemetry may take to become searchable (Filebeat's polling and queue, Logstash
+/// batches, Elasticsearch refreshes).
 const PATIENCE: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Parser)]
@@ -195,24 +198,79 @@ async fn logs_of(http: &reqwest::Client, config: &Config, trace_id: &str) -> any
         .as_array()
         .cloned()
         .unwrap_or_default();
-    let services: BTreeSet<String> = hits
+    let services: BTreeSet<&str> = hits
         .iter()
-        .filter_map(|hit| service_name(&hit["_source"]))
+        .filter_map(|hit| text(&hit["_source"], "service.name"))
         .collect();
     ensure!(
-        services.iter().map(String::as_str).eq(SERVICES),
+        services.iter().copied().eq(SERVICES),
         "log lines from {services:?} only"
+    );
+    let problems: Vec<String> = hits
+        .iter()
+        .filter_map(|hit| shipping_problem(&hit["_source"]))
+        .collect();
+    ensure!(
+        problems.is_empty(),
+        "{} of {} log lines not shipped as Filebeat should: {:?}",
+        problems.len(),
+        hits.len(),
+        &problems[..problems.len().min(3)]
     );
     Ok(hits.len())
 }
 
-/// `service.name` of a log document, whether stored dotted or expanded into objects.
-fn service_name(source: &Value) -> Option<String> {
-    source
-        .get("service.name")
-        .or_else(|| source.get("service").and_then(|s| s.get("name")))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
+/// What is wrong with a log document, if it did not come the Filebeat way: read from its
+/// service's container (`container.name`, which only Filebeat adds), without the fields every
+/// Beat and input adds (deploy/filebeat/filebeat.yml drops them), its JSON line decoded, and
+/// no field written twice (a dotted key beside its expanded object).
+fn shipping_problem(source: &Value) -> Option<String> {
+    let service = text(source, "service.name").unwrap_or_default();
+    let Some(container) = text(source, "container.name") else {
+        return Some(format!("a line of {service} without container.name"));
+    };
+    // Compose names containers <project>-<service>-<n> (v1: with underscores).
+    if !container.split(['-', '_']).any(|part| part == service) {
+        return Some(format!("a line of {service} from container {container}"));
+    }
+    if let Some(field) = ["agent", "input"]
+        .into_iter()
+        .find(|field| !values(source, field).is_empty())
+    {
+        return Some(format!("a line of {service} with Filebeat's {field}"));
+    }
+    if text(source, "message").is_some_and(|message| message.starts_with('{')) {
+        return Some(format!("a line of {service} whose JSON was not decoded"));
+    }
+    [
+        "@timestamp",
+        "message",
+        "log.level",
+        "ecs.version",
+        "trace.id",
+    ]
+    .into_iter()
+    .find(|field| values(source, field).len() != 1)
+    .map(|field| format!("a line of {service} with {field} not exactly once"))
+}
+
+/// A text field of a log document.
+fn text<'a>(source: &'a Value, name: &str) -> Option<&'a str> {
+    values(source, name)
+        .first()
+        .and_then(|value| value.as_str())
+}
+
+/// Every value of a field in a log document: under its dotted key, expanded into objects, or a
+/// mix of the two. More than one means the field was written twice.
+fn values<'a>(source: &'a Value, name: &str) -> Vec<&'a Value> {
+    let mut found: Vec<&Value> = source.get(name).into_iter().collect();
+    for (dot, _) in name.match_indices('.') {
+        if let Some(inner) = source.get(&name[..dot]) {
+            found.extend(values(inner, &name[dot + 1..]));
+        }
+    }
+    found
 }
 
 /// Retries `attempt` every two seconds until it succeeds or [`PATIENCE`] runs out, then
