@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ordertrail_shared::telemetry::receiver::{self, ReceivedSpan};
+use ordertrail_testkit::receiver::{self, ReceivedSpan};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;

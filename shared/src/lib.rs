@@ -13,8 +13,6 @@ pub mod idempotency;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 /// The baggage key the gateway sets and every service copies onto its spans and log lines.
 pub const CUSTOMER_ID: &str = "customer.id";

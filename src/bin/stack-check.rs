@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
-use ordertrail_shared::telemetry::receiver::{from_jaeger_json, topology_problems};
+use ordertrail_testkit::receiver::from_jaeger_json;
+use ordertrail_testkit::topology::topology_problems;
 use serde_json::{Value, json};
 
 /// The four services every order's trace and logs must come from.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use ordertrail_shared::telemetry::receiver::topology_problems;
+use ordertrail_testkit::topology::topology_problems;
 use serde_json::json;
 
 use crate::support::{

@@ -2,7 +2,8 @@
 //! run on OTLP JSON made from export requests the receiver really got from the services.
 
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, TracesData};
-use ordertrail_shared::telemetry::receiver::{ReceivedSpan, from_jaeger_json, topology_problems};
+use ordertrail_testkit::receiver::{ReceivedSpan, from_jaeger_json};
+use ordertrail_testkit::topology::topology_problems;
 use serde_json::json;
 
 use crate::support::{DECLINED_CARD, TestStack};

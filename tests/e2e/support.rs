@@ -2,7 +2,6 @@
 
 pub mod ledger;
 pub mod load;
-mod postgres;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -14,9 +13,8 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use ordertrail_shared::telemetry::receiver::{self, ReceivedSpan};
-use postgres::POSTGRES_URL_VAR;
-use postgres::PostgresDatabases;
+use ordertrail_testkit::db::{POSTGRES_URL_VAR, PostgresDatabases};
+use ordertrail_testkit::receiver::{self, ReceivedSpan};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpSocket;

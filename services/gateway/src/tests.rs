@@ -5,7 +5,7 @@ mod hostile;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use ordertrail_shared::faults::{self, Faults};
-use ordertrail_shared::testing::{CapturedSpans, attribute, json_body};
+use ordertrail_testkit::{CapturedSpans, attribute, json_body};
 use secrecy::SecretString;
 use tower::ServiceExt;
 

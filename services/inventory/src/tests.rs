@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use ordertrail_shared::api::{OrderLine, ReservationStatus};
-use ordertrail_shared::testing::{CapturedSpans, attribute, databases};
+use ordertrail_testkit::{CapturedSpans, attribute, databases};
 use tower::ServiceExt;
 
 use crate::{AppState, MIGRATIONS, Store, router};

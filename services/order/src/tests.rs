@@ -9,7 +9,7 @@ use axum::http::{Request, StatusCode};
 use ordertrail_shared::api::{OrderLine, OrderStatus, Product};
 use ordertrail_shared::card::MaskedCard;
 use ordertrail_shared::http::ServiceClient;
-use ordertrail_shared::testing::{CapturedSpans, databases, json_body};
+use ordertrail_testkit::{CapturedSpans, databases, json_body};
 use serde_json::json;
 use tower::ServiceExt;
 

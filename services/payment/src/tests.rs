@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use ordertrail_shared::faults::Faults;
-use ordertrail_shared::testing::{CapturedSpans, attribute, databases, json_body};
+use ordertrail_testkit::{CapturedSpans, attribute, databases, json_body};
 use tower::ServiceExt;
 
 use crate::{AppState, MIGRATIONS, Store, router};

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use ordertrail_shared::testing::{CapturedSpans, json_body};
+use ordertrail_testkit::{CapturedSpans, json_body};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 

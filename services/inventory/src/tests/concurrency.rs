@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use ordertrail_shared::api::{OrderLine, ReservationStatus};
-use ordertrail_shared::testing::{CapturedSpans, databases};
+use ordertrail_testkit::{CapturedSpans, databases};
 use tokio::task::JoinSet;
 
 use super::stock;

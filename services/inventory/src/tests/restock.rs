@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use ordertrail_shared::testing::{CapturedSpans, databases};
+use ordertrail_testkit::{CapturedSpans, databases};
 use serde_json::Value;
 use tower::ServiceExt;
 

@@ -11,7 +11,7 @@ use axum::http::{Method, Request, StatusCode};
 use opentelemetry::trace::SpanKind;
 use ordertrail_shared::api::{OrderStatus, Payment, PaymentStatus};
 use ordertrail_shared::http::ServiceClient;
-use ordertrail_shared::testing::{CapturedSpans, attribute, databases, json_body};
+use ordertrail_testkit::{CapturedSpans, attribute, databases, json_body};
 use serde_json::Value;
 use tower::ServiceExt;
 

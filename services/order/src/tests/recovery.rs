@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ordertrail_shared::api::{OrderStatus, Payment, PaymentStatus};
-use ordertrail_shared::testing::{CapturedSpans, databases};
+use ordertrail_testkit::{CapturedSpans, databases};
 use serde_json::json;
 
 use super::{create, inventory, mug_stock, nowhere, payment, reserve_mugs};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ordertrail_shared::api::{OrderStatus, PricedLine};
-use ordertrail_shared::testing::{CapturedSpans, databases};
+use ordertrail_testkit::{CapturedSpans, databases};
 
 use super::{create, visa};
 use crate::domain::Failure;

@@ -1,51 +1,12 @@
-//! Test support for the service crates (feature `testing`): fresh databases of both kinds and
-//! an in-memory span exporter.
+//! Span capture for the service crates' tests: the SDK's in-memory exporter behind an
+//! OpenTelemetry layer, with the baggage processor and propagator the services install.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use sqlx::migrate::Migrator;
 use tracing::subscriber::DefaultGuard;
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::db::Database;
-
-/// The variable naming a PostgreSQL server to run the store tests against as well.
-pub const POSTGRES_URL_VAR: &str = "ORDERTRAIL_TEST_POSTGRES_URL";
-
-/// A fresh, migrated SQLite database, and a fresh PostgreSQL one when
-/// `ORDERTRAIL_TEST_POSTGRES_URL` is set (a new database is created on that server for each
-/// call, so tests never see each other's rows).
-pub async fn databases(migrations: &Migrator) -> Vec<Database> {
-    let name = format!("ordertrail_test_{}", uuid::Uuid::new_v4().simple());
-    let sqlite = std::env::temp_dir().join(format!("{name}.db"));
-    let mut all = vec![
-        Database::connect(
-            &format!("sqlite://{}?mode=rwc", sqlite.display()),
-            migrations,
-        )
-        .await
-        .expect("sqlite"),
-    ];
-    if let Ok(server) = std::env::var(POSTGRES_URL_VAR) {
-        let admin = sqlx::AnyPool::connect(&server)
-            .await
-            .expect("connect to ORDERTRAIL_TEST_POSTGRES_URL");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .expect("create test database");
-        let (base, query) = server
-            .split_once('?')
-            .map_or((server.as_str(), None), |(b, q)| (b, Some(q)));
-        let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-        let url = match query {
-            Some(query) => format!("{base}/{name}?{query}"),
-            None => format!("{base}/{name}"),
-        };
-        all.push(Database::connect(&url, migrations).await.expect("postgres"));
-    }
-    all
-}
+use ordertrail_shared::telemetry::{self, BaggageSpanProcessor};
 
 /// Spans recorded by the SDK's in-memory exporter, for as long as the value lives, on the
 /// current thread (use `#[tokio::test]`'s default current-thread runtime).
@@ -63,12 +24,10 @@ pub struct CapturedSpans {
 impl CapturedSpans {
     /// Installs a subscriber with the OpenTelemetry layer exporting into memory.
     pub fn start() -> Self {
-        crate::telemetry::install_propagator();
+        telemetry::install_propagator();
         let exporter = InMemorySpanExporter::default();
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(crate::telemetry::BaggageSpanProcessor::new(&[
-                crate::CUSTOMER_ID,
-            ]))
+            .with_span_processor(BaggageSpanProcessor::new(&[ordertrail_shared::CUSTOMER_ID]))
             .with_simple_exporter(exporter.clone())
             .build();
         let subscriber = tracing_subscriber::registry()
@@ -118,12 +77,4 @@ pub fn attribute(span: &SpanData, key: &str) -> Option<String> {
         .iter()
         .find(|kv| kv.key.as_str() == key)
         .map(|kv| kv.value.to_string())
-}
-
-/// The JSON body of a router's response.
-pub async fn json_body(response: axum::response::Response) -> serde_json::Value {
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .expect("a readable body");
-    serde_json::from_slice(&bytes).expect("a JSON body")
 }

@@ -1,0 +1,19 @@
+//! `ordertrail-testkit`: what watches the services from outside, for the tests, the `up`
+//! command's console, `stack-check` and the benchmarks.
+//!
+//! - [`receiver`]: an OTLP/gRPC receiver and the parser of Jaeger's OTLP JSON, both giving
+//!   [`receiver::ReceivedSpan`]s; [`topology`]: the shape check of one trace.
+//! - [`capture`]: the spans of code run in the test's own process; [`db`]: fresh databases;
+//!   [`json_body`]: a router's JSON answer. These serve the service crates' unit tests.
+//!
+//! No service depends on it: what a service runs is in `ordertrail-shared`.
+
+pub mod capture;
+pub mod db;
+pub mod receiver;
+mod response;
+pub mod topology;
+
+pub use capture::{CapturedSpans, attribute};
+pub use db::databases;
+pub use response::json_body;
