@@ -1,6 +1,8 @@
-//! `ordertrail-testkit`: what watches the services from outside, for the tests, the `up`
-//! command's console, `stack-check` and the benchmarks.
+//! `ordertrail-testkit`: what runs and watches the services from outside, for the tests, the
+//! `up` command, `stack-check` and the benchmarks.
 //!
+//! - [`launcher`]: the four services as child processes of the `ordertrail` binary: ports,
+//!   readiness, a child that exits during start, stop, kill and restart.
 //! - [`receiver`]: an OTLP/gRPC receiver and the parser of Jaeger's OTLP JSON, both giving
 //!   [`receiver::ReceivedSpan`]s; [`topology`]: the shape check of one trace.
 //! - [`capture`]: the spans of code run in the test's own process; [`db`]: fresh databases;
@@ -10,6 +12,7 @@
 
 pub mod capture;
 pub mod db;
+pub mod launcher;
 pub mod receiver;
 mod response;
 pub mod topology;

@@ -1,4 +1,5 @@
-//! `TestStack`: four services, a trace receiver and their captured log lines.
+//! `TestStack`: four services started by the test kit's launcher, a trace receiver and their
+//! captured log lines.
 
 pub mod ledger;
 pub mod load;
@@ -6,19 +7,15 @@ pub mod load;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use ordertrail_testkit::db::{POSTGRES_URL_VAR, PostgresDatabases};
+use ordertrail_testkit::launcher::{Launcher, Role, Services, Stream};
 use ordertrail_testkit::receiver::{self, ReceivedSpan};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpSocket;
-use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 /// The roles, callees first.
@@ -38,15 +35,14 @@ pub async fn one_load_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
 /// The four services, running.
 pub struct TestStack {
     pub ports: HashMap<&'static str, u16>,
-    children: HashMap<&'static str, Child>,
+    /// `None` only while the stack is dropped.
+    services: Option<Services>,
     requests: mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
     /// Every export request received, as it came.
     pub raw: Vec<ExportTraceServiceRequest>,
     received: Vec<ReceivedSpan>,
     logs: Arc<Mutex<Vec<Value>>>,
     pub dir: PathBuf,
-    /// The variables every service gets, besides its role's own.
-    env: Vec<(&'static str, String)>,
     /// `DATABASE_URL` of order, payment and inventory.
     database_urls: HashMap<&'static str, String>,
     /// Ports of stopped or killed services, held so that calls to them are refused.
@@ -205,140 +201,84 @@ impl TestStack {
             ("LOGSTASH_ADDR", logstash_addr.unwrap_or_default()),
         ];
         env.extend(setup.env);
-        let mut stack = Self {
-            ports: HashMap::new(),
-            children: HashMap::new(),
+        let logs = Arc::<Mutex<Vec<Value>>>::default();
+        let mut launcher = Launcher::new(env!("CARGO_BIN_EXE_ordertrail")).env_clear();
+        for (key, value) in env {
+            launcher = launcher.env(key, value);
+        }
+        for (name, url) in &database_urls {
+            launcher = launcher.role_env(role(name), "DATABASE_URL", url);
+        }
+        let captured = logs.clone();
+        let launcher = launcher.on_line(move |line| match line.stream {
+            Stream::Stdout => {
+                let value: Value = serde_json::from_str(line.text).unwrap_or_else(|err| {
+                    panic!(
+                        "{} wrote a line that is not JSON ({err}): {}",
+                        line.role, line.text
+                    )
+                });
+                captured.lock().unwrap().push(value);
+            }
+            Stream::Stderr => eprintln!("{}: {}", line.role, line.text),
+        });
+        // Each service binds a port of its own choosing (port 0) and logs it; callees start
+        // first, so their ports are known when their callers start. Picking free ports here
+        // instead would race with every other process binding ports meanwhile.
+        let services = launcher.start().await.unwrap_or_else(|err| panic!("{err}"));
+        Self {
+            ports: ROLES.map(|name| (name, services.port(role(name)))).into(),
+            services: Some(services),
             requests,
             raw: Vec::new(),
             received: Vec::new(),
-            logs: Arc::default(),
+            logs,
             dir,
-            env,
             database_urls,
             held: HashMap::new(),
             http: reqwest::Client::new(),
             _postgres: postgres,
-        };
-        // Each service binds a port of its own choosing (port 0) and logs it; callees start
-        // first, so their ports are known when their callers start. Picking free ports here
-        // instead would race with every other process binding ports meanwhile.
-        for role in ROLES {
-            stack.spawn(role, "127.0.0.1:0");
-            let port = stack.listening_port(role).await;
-            stack.ports.insert(role, port);
-            stack.wait_ready(role).await;
         }
-        stack
     }
 
-    /// Starts the process of `role` listening on `listen_addr`, its stdout captured.
-    fn spawn(&mut self, role: &'static str, listen_addr: &str) {
-        let url = |role: &str| {
-            let port = self.ports.get(role).copied().unwrap_or(9);
-            format!("http://127.0.0.1:{port}")
-        };
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ordertrail"));
-        command
-            .args(["serve", role])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("OTEL_SERVICE_NAME", role)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("LISTEN_ADDR", listen_addr)
-            .env("ORDER_URL", url("order"))
-            .env("PAYMENT_URL", url("payment"))
-            .env("INVENTORY_URL", url("inventory"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        if let Some(database_url) = self.database_urls.get(role) {
-            command.env("DATABASE_URL", database_url);
-        }
-        let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let logs = self.logs.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let value: Value = serde_json::from_str(&line).unwrap_or_else(|err| {
-                    panic!("{role} wrote a line that is not JSON ({err}): {line}")
-                });
-                logs.lock().unwrap().push(value);
-            }
-        });
-        self.children.insert(role, child);
-    }
-
-    /// The port `role` says it listens on, from its "… listening" log line.
-    async fn listening_port(&self, role: &str) -> u16 {
-        for _ in 0..400 {
-            let address = self.logs().into_iter().find_map(|line| {
-                let listening = line["service.name"] == role
-                    && line["message"].as_str()?.ends_with("listening");
-                listening
-                    .then(|| line["server.address"].as_str().map(str::to_owned))
-                    .flatten()
-            });
-            if let Some(address) = address {
-                return address.rsplit(':').next().unwrap().parse().unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("{role} never said where it listens");
-    }
-
-    async fn wait_ready(&self, role: &str) {
-        let url = format!("http://127.0.0.1:{}/health/ready", self.ports[role]);
-        for _ in 0..200 {
-            if self
-                .http
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{role} did not become ready");
+    fn services(&mut self) -> &mut Services {
+        self.services.as_mut().expect("a running stack")
     }
 
     /// Stops one service with SIGTERM and waits for it to exit.
-    pub async fn stop(&mut self, role: &'static str) {
-        let mut child = self.children.remove(role).unwrap();
-        kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+    pub async fn stop(&mut self, name: &'static str) {
+        let stopped = self
+            .services()
+            .stop(role(name))
             .await
-            .expect("stopped in time")
-            .unwrap();
-        assert!(status.success(), "{role} exited with {status}");
+            .expect("a running service");
+        assert!(!stopped.killed, "{name} did not stop in time");
+        let status = stopped.status.unwrap();
+        assert!(status.success(), "{name} exited with {status}");
         // Keep its port taken, so that no other test's service can start on it and answer
         // in its place: connections to it are refused, as to a stopped service.
-        self.held.insert(role, refusing_socket(self.ports[role]));
+        self.held.insert(name, refusing_socket(self.ports[name]));
     }
 
     /// Kills one service with SIGKILL, as a crash would: no drain, no flush. Its port refuses
     /// connections until [`TestStack::restart`].
-    pub async fn kill(&mut self, role: &'static str) {
-        let mut child = self.children.remove(role).unwrap();
-        child.start_kill().unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+    pub async fn kill(&mut self, name: &'static str) {
+        let stopped = self
+            .services()
+            .kill(role(name))
             .await
-            .expect("killed in time")
-            .unwrap();
-        assert!(!status.success(), "{role} exited with {status}");
-        self.held.insert(role, refusing_socket(self.ports[role]));
+            .expect("a running service");
+        let status = stopped.status.unwrap();
+        assert!(!status.success(), "{name} exited with {status}");
+        self.held.insert(name, refusing_socket(self.ports[name]));
     }
 
     /// Starts a stopped or killed service again, on its port and with its database, and waits
     /// until it is ready.
-    pub async fn restart(&mut self, role: &'static str) {
-        let port = self.ports[role];
-        drop(self.held.remove(role));
-        self.spawn(role, &format!("127.0.0.1:{port}"));
-        self.wait_ready(role).await;
+    pub async fn restart(&mut self, name: &'static str) {
+        drop(self.held.remove(name));
+        let restarted = self.services().restart(role(name)).await;
+        restarted.unwrap_or_else(|err| panic!("{err}"));
     }
 
     /// The `DATABASE_URL` of `role` (order, payment or inventory).
@@ -539,12 +479,15 @@ impl TestStack {
 
 impl Drop for TestStack {
     fn drop(&mut self) {
-        // Stop the services first, so that their databases can be dropped.
-        for child in self.children.values_mut() {
-            let _ = child.start_kill();
-        }
+        // Kill the services first, so that their databases can be dropped.
+        drop(self.services.take());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The launcher's name for `name`.
+fn role(name: &str) -> Role {
+    name.parse().unwrap()
 }
 
 fn uuid_like() -> String {
