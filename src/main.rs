@@ -30,9 +30,10 @@ enum Command {
         #[command(subcommand)]
         role: Role,
     },
-    /// Runs all four services on this machine, with a trace console unless
-    /// OTEL_EXPORTER_OTLP_ENDPOINT is set. Ctrl-C stops them.
-    Up,
+    /// Runs all four services on this machine (gateway on 8080, the others on 8081-8083
+    /// unless told otherwise), with a trace console unless OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    /// Ctrl-C stops them; a service that cannot start stops them all, with its reason.
+    Up(up::Args),
     /// Exits 0 when `url` answers 2xx within two seconds, 1 otherwise.
     Healthcheck {
         /// For example http://127.0.0.1:8080/health/ready.
@@ -78,7 +79,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { role } => serve(role).await,
-            Command::Up => up::run().await,
+            Command::Up(args) => up::run(args).await,
             Command::Healthcheck { url } => healthcheck(&url).await,
             Command::Load(args) => load::run(args).await,
         }

@@ -1,36 +1,51 @@
 //! `ordertrail up`: the four services as child processes of this one, on this machine.
 //!
-//! Each child is this same binary running `serve <role>`, with SQLite under `./var` and its
-//! JSON log in `./var/log/<role>.log`. Spans go to the built-in trace console unless
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` points at a collector (a Jaeger on localhost:4317, say).
+//! Each child is this same binary running `serve <role>`, started by the test kit's launcher,
+//! with SQLite under `./var` and its JSON log in `./var/log/<role>.log`. Spans go to the
+//! built-in trace console unless `OTEL_EXPORTER_OTLP_ENDPOINT` points at a collector (a Jaeger
+//! on localhost:4317, say).
 
+use std::collections::HashMap;
 use std::fs::{self, File};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use tokio::process::{Child, Command};
+use ordertrail_testkit::launcher::{Launcher, Line, Role};
 
 use crate::console;
 
-/// The roles in start order: callees before their callers.
-const ROLES: [(&str, u16); 4] = [
-    ("inventory", 8083),
-    ("payment", 8082),
-    ("order", 8081),
-    ("gateway", 8080),
-];
-/// How long a child may take to stop after SIGTERM before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a child may take to become ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Where `up` puts the services.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The gateway's port on 127.0.0.1; 0 takes a free one [default: 8080, or a free one with
+    /// --free-ports].
+    #[arg(long, value_name = "PORT")]
+    gateway_port: Option<u16>,
+    /// Every service takes a free port instead of 8080–8083 (printed at start), so that a
+    /// second stack or another program can keep those; --gateway-port still sets the gateway's.
+    #[arg(long)]
+    free_ports: bool,
+}
+
+impl Args {
+    /// The port `role` listens on; 0 is a free one.
+    fn port(&self, role: Role) -> u16 {
+        let default = if self.free_ports {
+            0
+        } else {
+            role.default_port()
+        };
+        match role {
+            Role::Gateway => self.gateway_port.unwrap_or(default),
+            _ => default,
+        }
+    }
+}
 
 /// Runs the four services until Ctrl-C or until one of them exits.
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run(args: Args) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this program's own path")?;
     fs::create_dir_all("var/log").context("cannot create ./var/log")?;
 
@@ -44,120 +59,106 @@ pub async fn run() -> anyhow::Result<()> {
         }
         None => Some(console::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?),
     };
-    let endpoint = match &console {
-        Some(console) => format!("http://{}", console.addr),
-        None => String::new(),
-    };
 
-    let mut children = Vec::new();
-    for (role, port) in ROLES {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(Path::new("var/log").join(format!("{role}.log")))?;
-        let mut command = Command::new(&exe);
-        command
-            .args(["serve", role])
-            // A variable exported for one service (DATABASE_URL, say) must not reach all four:
-            // each child gets its own defaults (SQLite under ./var, siblings on 127.0.0.1).
-            .env_remove("DATABASE_URL")
-            .env_remove("ORDER_URL")
-            .env_remove("PAYMENT_URL")
-            .env_remove("INVENTORY_URL")
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .env("OTEL_SERVICE_NAME", role)
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true);
-        if !endpoint.is_empty() {
-            // The console speaks OTLP over gRPC only.
-            command
-                .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-                .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
-                .env_remove("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start {role}"))?;
-        children.push((role, child));
-        if let Err(err) = wait_ready(port).await {
-            stop(&mut children).await;
-            return Err(err.context(format!(
-                "{role} did not become ready; see var/log/{role}.log"
-            )));
-        }
+    let logs = LogFiles::open(Path::new("var/log"))?;
+    let mut launcher = Launcher::new(exe)
+        // The console or collector above gets every span; a traces endpoint set for something
+        // else must not take them.
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .on_line(move |line| logs.write(line));
+    if let Some(console) = &console {
+        // The console speaks OTLP over gRPC only.
+        launcher = launcher
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://{}", console.addr),
+            )
+            .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
     }
-    println!("ordertrail is up: gateway on http://localhost:8080 (logs in var/log/, Ctrl-C stops)");
-    println!("try: curl -s localhost:8080/api/products");
+    for role in Role::ALL {
+        launcher = launcher.port(role, args.port(role));
+    }
+    let mut services = match launcher.start().await {
+        Ok(services) => services,
+        Err(err) => {
+            // The launcher has stopped the others already.
+            if let Some(console) = console {
+                console.finish().await;
+            }
+            anyhow::bail!("{err}\nthe whole log: var/log/{}.log", err.role());
+        }
+    };
+    let gateway = services.port(Role::Gateway);
+    let ports: Vec<String> = Role::ALL
+        .iter()
+        .rev()
+        .map(|&role| format!("{role} {}", services.port(role)))
+        .collect();
+    println!(
+        "ordertrail is up: gateway on http://localhost:{gateway} (logs in var/log/, Ctrl-C stops)"
+    );
+    println!("ports: {}", ports.join(", "));
+    println!("try: curl -s localhost:{gateway}/api/products");
 
     let exited = tokio::select! {
         () = ordertrail_shared::shutdown::signal() => None,
-        role = first_exit(&mut children) => Some(role),
+        stopped = services.exited() => Some(stopped),
     };
     println!("stopping…");
-    stop(&mut children).await;
+    for stopped in services.stop_all().await {
+        if stopped.killed {
+            eprintln!("{} did not stop in time; killed it", stopped.role);
+        }
+    }
     if let Some(console) = console {
         console.finish().await;
     }
     match exited {
-        Some(role) => anyhow::bail!("{role} exited; see var/log/{role}.log"),
+        Some(stopped) => {
+            let status = match &stopped.status {
+                Ok(status) => status.to_string(),
+                Err(err) => format!("exit status unknown: {err}"),
+            };
+            let lines: String = stopped
+                .last_lines
+                .iter()
+                .map(|line| format!("\n  {line}"))
+                .collect();
+            anyhow::bail!(
+                "{role} exited ({status}); its last lines:{lines}\nthe whole log: var/log/{role}.log",
+                role = stopped.role
+            )
+        }
         None => Ok(()),
     }
 }
 
-async fn wait_ready(port: u16) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()?;
-    let url = format!("http://127.0.0.1:{port}/health/ready");
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    while tokio::time::Instant::now() < deadline {
-        if client
-            .get(&url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("no answer from {url}")
-}
+/// `var/log/<role>.log`, appended to, one per role.
+struct LogFiles(HashMap<Role, File>);
 
-/// Completes with the role of the first child that exits.
-async fn first_exit(children: &mut [(&'static str, Child)]) -> &'static str {
-    let waits = children.iter_mut().map(|(role, child)| {
-        Box::pin(async move {
-            let _ = child.wait().await;
-            *role
-        })
-    });
-    futures::future::select_all(waits).await.0
-}
-
-/// SIGTERM to every child, callers first, then SIGKILL to any that has not stopped within
-/// [`STOP_TIMEOUT`] of the first signal, one deadline for all. (Ctrl-C in a terminal also
-/// reaches the children directly, as SIGINT to the whole process group; each then drains its
-/// own requests.)
-async fn stop(children: &mut Vec<(&'static str, Child)>) {
-    for (_, child) in children.iter().rev() {
-        if let Some(pid) = child.id() {
-            // SIGTERM lets the service drain requests and flush its spans; tokio's own kill
-            // would send SIGKILL.
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+impl LogFiles {
+    fn open(dir: &Path) -> anyhow::Result<Self> {
+        let mut files = HashMap::new();
+        for role in Role::ALL {
+            let path = dir.join(format!("{role}.log"));
+            let file = File::options()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            files.insert(role, file);
         }
+        Ok(Self(files))
     }
-    let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
-    while let Some((role, mut child)) = children.pop() {
-        if tokio::time::timeout_at(deadline, child.wait())
-            .await
-            .is_err()
-        {
-            eprintln!("{role} did not stop in time; killing it");
-            let _ = child.kill().await;
-        }
+
+    /// Appends `line`, stdout's and stderr's alike, as the services wrote them.
+    fn write(&self, line: Line<'_>) {
+        let mut bytes = Vec::with_capacity(line.text.len() + 1);
+        bytes.extend_from_slice(line.text.as_bytes());
+        bytes.push(b'\n');
+        // One write per line, so that lines of stdout and stderr never interleave; a line
+        // that cannot be written is lost, as the service's own writer would lose it.
+        let _ = (&self.0[&line.role]).write_all(&bytes);
     }
 }

@@ -17,3 +17,4 @@ mod jaeger_json;
 mod kill;
 mod load;
 mod telemetry_down;
+mod up;
