@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use drive::{REQUEST_TIMEOUT, Samples, Workload};
-use ordertrail_shared::telemetry::receiver;
+use ordertrail_testkit::receiver;
 use report::Measured;
 use stack::{Db, Stack, Telemetry, Usage};
 

@@ -163,6 +163,7 @@ impl Stack {
             let child = command
                 .spawn()
                 .with_context(|| format!("spawning {role}"))?;
+            eprintln!("{label} {role}: pid {}", child.id().unwrap_or_default());
             stack.children.push((role, child));
         }
         for role in ROLES {

@@ -117,7 +117,7 @@ impl Database {
             otel.name = format!("{} {}", sql.operation, sql.collection),
             otel.kind = "client",
             db.system.name = self.system.as_str(),
-            db.namespace = %self.namespace,
+            db.namespace = self.namespace.as_str(),
             db.operation.name = sql.operation,
             db.collection.name = sql.collection,
             db.query.text = sql.text,

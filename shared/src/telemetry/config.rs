@@ -2,6 +2,8 @@
 //! A value that cannot be used becomes a warning and its default: telemetry settings never
 //! stop a service from starting.
 
+use std::time::Duration;
+
 use opentelemetry_sdk::trace::{OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT};
 use tracing_subscriber::filter::EnvFilter;
 
@@ -21,6 +23,11 @@ pub const VARIABLES: &[&str] = &[
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
     "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_COMPRESSION",
+    "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
     "OTEL_BSP_MAX_QUEUE_SIZE",
     "OTEL_TRACES_SAMPLER",
     "OTEL_TRACES_SAMPLER_ARG",
@@ -97,6 +104,13 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
     /// The OTLP transport; an unknown value is warned about and gRPC used.
     pub otlp_protocol: OtlpProtocol,
+    /// How long one export may take: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` or
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds; ten seconds by default.
+    pub otlp_timeout: Duration,
+    /// True when gRPC export needs what only opentelemetry-otlp's exporter implements: headers
+    /// (`OTEL_EXPORTER_OTLP_HEADERS`, `..._TRACES_HEADERS`), compression (`..._COMPRESSION`)
+    /// or an `https://` endpoint. Otherwise the suite's own, cheaper exporter sends the spans.
+    pub otlp_needs_sdk_exporter: bool,
     /// How many spans may wait for export (`OTEL_BSP_MAX_QUEUE_SIZE`, default 2048); more are
     /// dropped and counted.
     pub span_queue_size: usize,
@@ -191,12 +205,26 @@ impl TelemetryConfig {
                 })
             }
         };
+        let otlp_needs_sdk_exporter = endpoint
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+            || [
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+                "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            ]
+            .into_iter()
+            .any(|name| var(name).is_some());
+        let otlp_timeout = super::otlp::GrpcSpanExporter::timeout_from(var);
         let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         Self {
             service_name: var("OTEL_SERVICE_NAME")
                 .unwrap_or_else(|| default_service_name.to_owned()),
             otlp_endpoint: (!disabled).then_some(endpoint),
             otlp_protocol,
+            otlp_timeout,
+            otlp_needs_sdk_exporter,
             span_queue_size,
             log_format,
             log_filter,

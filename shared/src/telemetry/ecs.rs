@@ -9,25 +9,22 @@
 //! `order.id` recorded on a handler span reaches every line the handler writes) and the event's
 //! own fields, which win over span fields of the same name.
 
-use std::error::Error;
-use std::fmt;
+use std::cell::RefCell;
 use std::io::Write;
-
-use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, Key};
 use opentelemetry_sdk::Resource;
-use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Record};
 use tracing::{Event, Id, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::registry::LookupSpan;
+
+use super::fields::{JsonFields, write_str};
 
 /// The ECS version the field names follow.
 pub const ECS_VERSION: &str = "8.11.0";
@@ -37,33 +34,6 @@ pub const ECS_VERSION: &str = "8.11.0";
 pub trait LineSink: Send + Sync + 'static {
     /// Takes one line, without its trailing newline.
     fn write_line(&self, line: &[u8]);
-}
-
-/// Writes lines to standard output from a thread of its own, through tracing-appender's
-/// bounded, lossy queue (128 000 lines): a reader of stdout that stalls (a full pipe, a slow
-/// log driver) costs lines, never a request thread.
-#[derive(Clone)]
-pub struct Stdout(NonBlocking);
-
-impl Stdout {
-    /// Starts the writer thread. Dropping the guard flushes what is queued.
-    pub fn start() -> (Self, WorkerGuard) {
-        let (writer, guard) = NonBlockingBuilder::default()
-            .lossy(true)
-            .thread_name("ordertrail-stdout")
-            .finish(std::io::stdout());
-        (Self(writer), guard)
-    }
-}
-
-impl LineSink for Stdout {
-    fn write_line(&self, line: &[u8]) {
-        // One write per line, so that a line is queued (or dropped) whole.
-        let mut buffer = Vec::with_capacity(line.len() + 1);
-        buffer.extend_from_slice(line);
-        buffer.push(b'\n');
-        let _ = self.0.clone().write_all(&buffer);
-    }
 }
 
 /// The service fields every line carries.
@@ -124,58 +94,131 @@ impl EcsLayer {
         Self { identity, sinks }
     }
 
-    fn line(
-        &self,
-        event_fields: Map<String, Value>,
-        event: &Event<'_>,
-        inherited: Map<String, Value>,
-    ) -> Value {
-        let mut line = inherited;
-        line.extend(event_fields);
+    /// Writes the line of `event`, whose own fields are in `scratch.event`, into
+    /// `scratch.line`.
+    ///
+    /// The first value written under a name wins, so the order below is the precedence: the
+    /// fixed ECS fields, then the event's fields, then those of the spans in scope from the
+    /// innermost out, then the defaults that any of those may replace.
+    fn write_line<S>(&self, event: &Event<'_>, ctx: &LayerContext<'_, S>, scratch: &mut Scratch)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let Scratch {
+            line,
+            written,
+            event: event_fields,
+        } = scratch;
+        let mut line = Line::start(line, written);
         let metadata = event.metadata();
-        let now = OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default();
-        line.insert("@timestamp".into(), now.into());
-        line.insert("log.level".into(), metadata.level().as_str().into());
-        line.insert("log.logger".into(), metadata.target().into());
-        line.insert("ecs.version".into(), ECS_VERSION.into());
+        line.field("@timestamp", |json| {
+            json.push(b'"');
+            let _ = OffsetDateTime::now_utc().format_into(json, &Rfc3339);
+            json.push(b'"');
+        });
+        line.str("log.level", metadata.level().as_str());
+        line.str("log.logger", metadata.target());
+        line.str("ecs.version", ECS_VERSION);
         let identity = &self.identity;
-        line.insert("service.name".into(), identity.name.clone().into());
+        line.str("service.name", &identity.name);
         for (key, value) in [
             ("service.version", &identity.version),
             ("service.namespace", &identity.namespace),
             ("service.environment", &identity.environment),
         ] {
             if let Some(value) = value {
-                line.insert(key.into(), value.clone().into());
+                line.str(key, value);
             }
         }
-        line.entry("event.dataset")
-            .or_insert_with(|| self.identity.dataset.clone().into());
-        line.entry("message")
-            .or_insert_with(|| Value::String(String::new()));
-
         let cx = Context::current();
         let span = cx.span();
         let span_context = span.span_context();
         if span_context.is_valid() {
-            line.insert(
-                "trace.id".into(),
-                span_context.trace_id().to_string().into(),
-            );
-            line.insert("span.id".into(), span_context.span_id().to_string().into());
+            line.field("trace.id", |json| {
+                let _ = write!(json, "\"{}\"", span_context.trace_id());
+            });
+            line.field("span.id", |json| {
+                let _ = write!(json, "\"{}\"", span_context.span_id());
+            });
         }
+
+        for (name, value) in event_fields.iter() {
+            line.json(name, value);
+        }
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope {
+                if let Some(fields) = span.extensions().get::<JsonFields>() {
+                    for (name, value) in fields.iter() {
+                        line.json(name, value);
+                    }
+                }
+            }
+        }
+
+        line.str("event.dataset", &identity.dataset);
+        line.str("message", "");
         if let Some(customer) = cx.baggage().get(crate::CUSTOMER_ID) {
-            line.entry(crate::CUSTOMER_ID)
-                .or_insert_with(|| customer.as_str().to_owned().into());
+            line.str(crate::CUSTOMER_ID, customer.as_str().as_ref());
         }
-        Value::Object(line)
+        line.finish();
     }
 }
 
-/// The fields recorded on a span, kept in its extensions for the events inside it.
-struct SpanFields(Map<String, Value>);
+/// The buffers a line is built in, kept per thread: writing a line allocates nothing but what
+/// its sinks copy.
+#[derive(Default)]
+struct Scratch {
+    line: Vec<u8>,
+    /// The names already in `line`.
+    written: Vec<&'static str>,
+    /// The event's own fields.
+    event: JsonFields,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+/// A JSON object being written, in which the first value written under a name wins.
+struct Line<'a> {
+    json: &'a mut Vec<u8>,
+    written: &'a mut Vec<&'static str>,
+}
+
+impl<'a> Line<'a> {
+    fn start(json: &'a mut Vec<u8>, written: &'a mut Vec<&'static str>) -> Self {
+        json.clear();
+        written.clear();
+        json.push(b'{');
+        Self { json, written }
+    }
+
+    /// Writes `name` with the value `write` appends, unless `name` is written already.
+    fn field(&mut self, name: &'static str, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.written.contains(&name) {
+            return;
+        }
+        if !self.written.is_empty() {
+            self.json.push(b',');
+        }
+        write_str(self.json, name);
+        self.json.push(b':');
+        write(self.json);
+        self.written.push(name);
+    }
+
+    fn str(&mut self, name: &'static str, value: &str) {
+        self.field(name, |json| write_str(json, value));
+    }
+
+    fn json(&mut self, name: &'static str, value: &[u8]) {
+        self.field(name, |json| json.extend_from_slice(value));
+    }
+
+    fn finish(self) {
+        self.json.push(b'}');
+    }
+}
 
 impl<S> Layer<S> for EcsLayer
 where
@@ -183,79 +226,33 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let mut fields = Map::new();
-        attrs.record(&mut JsonVisitor(&mut fields));
-        span.extensions_mut().insert(SpanFields(fields));
+        let mut fields = JsonFields::with_capacity(attrs.fields().len());
+        attrs.record(&mut fields);
+        span.extensions_mut().insert(fields);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: LayerContext<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
-        if let Some(SpanFields(fields)) = extensions.get_mut::<SpanFields>() {
-            values.record(&mut JsonVisitor(fields));
+        if let Some(fields) = extensions.get_mut::<JsonFields>() {
+            values.record(fields);
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: LayerContext<'_, S>) {
-        let mut inherited = Map::new();
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
-                if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
-                    inherited.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-                }
+        let write = |scratch: &mut Scratch| {
+            scratch.event.clear();
+            event.record(&mut scratch.event);
+            self.write_line(event, &ctx, scratch);
+            for sink in &self.sinks {
+                sink.write_line(&scratch.line);
             }
-        }
-        let mut fields = Map::new();
-        event.record(&mut JsonVisitor(&mut fields));
-        let Ok(line) = serde_json::to_vec(&self.line(fields, event, inherited)) else {
-            return;
         };
-        for sink in &self.sinks {
-            sink.write_line(&line);
-        }
-    }
-}
-
-/// Records `tracing` fields as JSON values under their own (ECS) names. Fields that only steer
-/// the OpenTelemetry layer (`otel.*`) are left out.
-struct JsonVisitor<'a>(&'a mut Map<String, Value>);
-
-impl JsonVisitor<'_> {
-    fn put(&mut self, field: &Field, value: Value) {
-        if !field.name().starts_with("otel.") {
-            self.0.insert(field.name().to_owned(), value);
-        }
-    }
-}
-
-impl Visit for JsonVisitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, value.into());
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, value.into());
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, value.into());
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, value.into());
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, value.into());
-    }
-    /// `error = &err as &dyn Error` becomes ECS `error.message`, with its cause chain.
-    fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
-        let message = super::error_chain(value);
-        let key = if field.name() == "error" {
-            "error.message"
-        } else {
-            field.name()
-        };
-        self.0.insert(key.to_owned(), message.into());
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, format!("{value:?}").into());
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => write(&mut scratch),
+            // A line written while writing one (a sink that logs): fresh buffers.
+            Err(_) => write(&mut Scratch::default()),
+        });
     }
 }
 
@@ -263,7 +260,10 @@ impl Visit for JsonVisitor<'_> {
 pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
+    use std::error::Error;
+
     use opentelemetry::KeyValue;
+    use serde_json::Value;
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
@@ -332,5 +332,46 @@ pub(crate) mod tests {
         let line = &captured.lines()[0];
         assert_eq!(line["error.message"], "charge failed: connection reset");
         assert!(line.get("error").is_none(), "{line}");
+    }
+
+    #[test]
+    fn the_event_wins_over_its_spans_and_the_inner_span_over_the_outer() {
+        let captured = Captured::default();
+        let layer = EcsLayer::new(
+            ServiceIdentity::new("test"),
+            vec![Box::new(captured.clone())],
+        );
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            let outer = tracing::info_span!(
+                "outer",
+                otel.name = "hidden",
+                order.id = "o-1",
+                shared = "outer",
+                late = tracing::field::Empty,
+                service.name = "not the service"
+            );
+            let _outer = outer.enter();
+            let inner = tracing::info_span!("inner", shared = "inner", count = 3_u64);
+            let _inner = inner.enter();
+            outer.record("late", true);
+            tracing::info!(
+                count = -1_i64,
+                ratio = 0.5,
+                text = "a \"quoted\"\nline",
+                "hello {}",
+                42
+            );
+        });
+        let line = &captured.lines()[0];
+        assert_eq!(line["message"], "hello 42");
+        assert_eq!(line["order.id"], "o-1");
+        assert_eq!(line["shared"], "inner");
+        assert_eq!(line["count"], -1);
+        assert_eq!(line["ratio"], 0.5);
+        assert_eq!(line["text"], "a \"quoted\"\nline");
+        assert_eq!(line["late"], true);
+        assert_eq!(line["service.name"], "test");
+        assert!(line.get("otel.name").is_none(), "{line}");
+        assert_eq!(line["log.level"], "INFO");
     }
 }

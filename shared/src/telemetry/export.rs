@@ -243,6 +243,9 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
 #[derive(Debug)]
 pub struct CountingBatchProcessor {
     inner: BatchSpanProcessor,
+    /// Copies baggage onto spans as they start, here rather than as a processor of its own:
+    /// the SDK clones every finished span once for each processor but the last.
+    baggage: Option<BaggageSpanProcessor>,
     capacity: u64,
     /// Set when shutdown starts: later spans would find the batch thread gone.
     closed: AtomicBool,
@@ -264,6 +267,7 @@ impl CountingBatchProcessor {
         let exporter = CountingExporter::new(exporter, stats.clone());
         Self {
             inner: BatchSpanProcessor::new(exporter, config),
+            baggage: None,
             capacity: capacity as u64,
             closed: AtomicBool::new(false),
             stats,
@@ -271,8 +275,19 @@ impl CountingBatchProcessor {
     }
 }
 
+impl CountingBatchProcessor {
+    /// Also copies baggage onto every span as `baggage` does.
+    pub fn with_baggage(mut self, baggage: BaggageSpanProcessor) -> Self {
+        self.baggage = Some(baggage);
+        self
+    }
+}
+
 impl SpanProcessor for CountingBatchProcessor {
     fn on_start(&self, span: &mut Span, cx: &Context) {
+        if let Some(baggage) = &self.baggage {
+            baggage.on_start(span, cx);
+        }
         self.inner.on_start(span, cx);
     }
     fn on_end(&self, span: SpanData) {
