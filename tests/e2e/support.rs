@@ -106,8 +106,6 @@ pub fn sweep(every: &str, stalled_after: &str) -> Vec<(&'static str, String)> {
 pub struct Telemetry {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` instead of the receiver.
     pub otlp_endpoint: Option<String>,
-    /// `LOGSTASH_ADDR`, unset by default.
-    pub logstash_addr: Option<String>,
 }
 
 /// A socket bound to `port` on 127.0.0.1 that never listens: while it lives the port is taken
@@ -188,17 +186,13 @@ impl TestStack {
                 (databases.urls(), Some(databases))
             }
         };
-        let Telemetry {
-            otlp_endpoint,
-            logstash_addr,
-        } = setup.telemetry;
+        let Telemetry { otlp_endpoint } = setup.telemetry;
         let mut env = vec![
             (
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
                 otlp_endpoint.unwrap_or_else(|| format!("http://{receiver_addr}")),
             ),
             ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
-            ("LOGSTASH_ADDR", logstash_addr.unwrap_or_default()),
         ];
         env.extend(setup.env);
         let logs = Arc::<Mutex<Vec<Value>>>::default();

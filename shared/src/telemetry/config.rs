@@ -35,7 +35,6 @@ pub const VARIABLES: &[&str] = &[
     "OTEL_SDK_DISABLED",
     "LOG_FORMAT",
     "RUST_LOG",
-    "LOGSTASH_ADDR",
 ];
 
 /// Log line format, from `LOG_FORMAT`.
@@ -119,9 +118,6 @@ pub struct TelemetryConfig {
     /// `RUST_LOG`, default [`DEFAULT_LOG_FILTER`]. Whatever it says, the OpenTelemetry SDK's
     /// own line per failed export is not logged: the span loss warning reports that, once.
     pub log_filter: String,
-    /// `LOGSTASH_ADDR`: `host:port` of a Logstash `tcp` input to ship the JSON log lines to as
-    /// well. Ignored, with a warning, when the format is `pretty`.
-    pub logstash_addr: Option<String>,
     /// Settings that could not be honoured, and what is used instead. [`init`] logs each one
     /// as a warning once logging is up.
     pub warnings: Vec<String>,
@@ -228,7 +224,6 @@ impl TelemetryConfig {
             span_queue_size,
             log_format,
             log_filter,
-            logstash_addr: var("LOGSTASH_ADDR"),
             warnings,
         }
     }

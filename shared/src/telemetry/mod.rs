@@ -2,9 +2,11 @@
 //! propagation.
 //!
 //! [`init`] installs everything once per process and returns a [`TelemetryGuard`] whose drop
-//! flushes spans and shipped log lines. Telemetry is best effort by design: an unreachable
-//! collector means spans are dropped and counted, never a slow or failed request, and a
-//! telemetry setting that cannot be honoured is logged as a warning and replaced by its
+//! flushes spans and the lines still queued for stdout. Log lines go to stdout only: shipping
+//! them is a log shipper's job (Filebeat, in compose), which keeps its place on disk and so
+//! survives what an in-process shipper would not. Telemetry is best effort by design: an
+//! unreachable collector means spans are dropped and counted, never a slow or failed request,
+//! and a telemetry setting that cannot be honoured is logged as a warning and replaced by its
 //! default, never a reason for a service not to start.
 
 mod config;
@@ -12,7 +14,6 @@ mod ecs;
 mod export;
 mod fields;
 mod filter;
-pub mod logstash;
 mod otlp;
 mod proto;
 // The receiver lives in `ordertrail-testkit`, which depends on this crate and so cannot be
@@ -47,16 +48,14 @@ pub use ecs::{EcsLayer, LineSink, ServiceIdentity};
 pub use export::{BaggageSpanProcessor, CountingBatchProcessor, CountingExporter, ExportStats};
 pub use stdout::{Stdout, StdoutGuard};
 
-/// How long shutdown may spend flushing. Spans and Logstash lines are flushed at the same time,
-/// so this is the whole budget: services are killed 10 s after SIGTERM and need most of that
-/// to drain their requests first.
+/// How long shutdown may spend flushing spans: services are killed 10 s after SIGTERM and need
+/// most of that to drain their requests first.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Flushes spans and shipped log lines when dropped.
+/// Flushes spans, then the lines queued for stdout, when dropped.
 #[must_use = "telemetry shuts down when the guard is dropped: bind it to a named variable"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
-    shipper: Option<logstash::LogstashShipper>,
     stats: ExportStats,
     /// Dropped after the rest (fields drop after `Drop::drop`), so that the lines written while
     /// flushing spans still reach stdout.
@@ -71,40 +70,21 @@ impl TelemetryGuard {
 }
 
 impl Drop for TelemetryGuard {
-    /// Flushes spans and log lines at the same time, both within [`SHUTDOWN_TIMEOUT`].
+    /// Flushes spans within [`SHUTDOWN_TIMEOUT`]; the stdout writer then writes what is queued.
     fn drop(&mut self) {
         let provider = self.provider.take();
-        let shipper = self.shipper.take();
-        // The gRPC channel and the Logstash shipper are tasks on the runtime, so they can only
-        // finish while this thread waits if other threads run them: a multi-threaded runtime,
-        // with `block_in_place` handing this worker's other tasks away meanwhile.
+        // The batch processor's thread exports, and waiting for it blocks. The gRPC channel it
+        // sends on is driven by tasks on the runtime, so it can only finish while this thread
+        // waits if other threads run them: a multi-threaded runtime, with `block_in_place`
+        // handing this worker's other tasks away meanwhile. Elsewhere the export still gets
+        // its bounded attempt.
         match Handle::try_current() {
             Ok(runtime) if runtime.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| runtime.block_on(flush(provider, shipper)));
+                tokio::task::block_in_place(|| shut_down_spans(provider));
             }
-            _ => {
-                // No thread can run the shipper's task while this one waits: its queued lines
-                // are lost, and counted. Spans still get their bounded attempt.
-                drop(shipper);
-                shut_down_spans(provider);
-            }
+            _ => shut_down_spans(provider),
         }
         self.stats.report_total();
-    }
-}
-
-/// Flushes spans (the batch processor's thread exports them, so waiting for it blocks) and log
-/// lines concurrently.
-async fn flush(provider: Option<SdkTracerProvider>, shipper: Option<logstash::LogstashShipper>) {
-    let spans = tokio::task::spawn_blocking(move || shut_down_spans(provider));
-    let lines = async {
-        if let Some(shipper) = shipper {
-            shipper.shutdown(SHUTDOWN_TIMEOUT).await;
-        }
-    };
-    let (spans, ()) = tokio::join!(spans, lines);
-    if let Err(err) = spans {
-        eprintln!("telemetry shutdown: {err}");
     }
 }
 
@@ -142,7 +122,7 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
 }
 
 /// The subscriber [`init`] installs, its guard, and the warnings to log once it is installed.
-/// JSON lines go to `stdout` (and to Logstash when configured).
+/// JSON lines go to `stdout`.
 fn build(
     config: &TelemetryConfig,
     stdout: Box<dyn LineSink>,
@@ -178,37 +158,22 @@ fn build(
         EnvFilter::new(DEFAULT_LOG_FILTER)
     });
     let log_filter = filter::log_filter(env_filter);
-    let (log_layer, shipper) = match config.log_format {
+    let log_layer = match config.log_format {
         LogFormat::Json => {
-            let mut sinks = vec![stdout];
-            let shipper = config.logstash_addr.as_ref().map(|addr| {
-                let (sink, shipper) =
-                    logstash::LogstashSink::start(addr.clone(), logstash::ShipperConfig::default());
-                sinks.push(Box::new(sink));
-                shipper
-            });
             // Log lines name the service exactly as its spans do.
             let identity = ServiceIdentity::from_resource(&resource);
-            let layer = EcsLayer::new(identity, sinks).with_filter(log_filter);
-            (layer.boxed(), shipper)
+            EcsLayer::new(identity, vec![stdout])
+                .with_filter(log_filter)
+                .boxed()
         }
-        LogFormat::Pretty => {
-            // Logstash takes JSON lines only; a shipper here would have nothing to ship.
-            if let Some(addr) = &config.logstash_addr {
-                warnings.push(format!(
-                    "LOGSTASH_ADDR={addr} is ignored with LOG_FORMAT=pretty: only JSON lines are shipped"
-                ));
-            }
-            let layer = tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(log_filter);
-            (layer.boxed(), None)
-        }
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(log_filter)
+            .boxed(),
     };
     let subscriber = Registry::default().with(otel_layer).with(log_layer);
     let guard = TelemetryGuard {
         provider: Some(provider),
-        shipper,
         stats,
         stdout: None,
     };
