@@ -2,20 +2,23 @@
 //! "telemetry never hurts a request" (ARCHITECTURE.md) holds.
 //!
 //! The four services run as real processes (`ordertrail serve <role>`, SQLite in a fresh temp
-//! directory), exactly as the end-to-end tests start them, in three scenarios one after the
-//! other:
+//! directory), started by the test kit's launcher as the end-to-end tests start them, in three
+//! scenarios one after the other:
 //!
 //! 1. **collector up** — `OTEL_EXPORTER_OTLP_ENDPOINT` points at a real OTLP/gRPC receiver.
 //! 2. **collector refusing** — it points at a 127.0.0.1 port where nothing listens.
-//! 3. **collector black hole + logstash not reading** — it points at a listener that accepts
-//!    connections and never reads or answers, and `LOGSTASH_ADDR` at another such listener.
+//! 3. **collector black hole** — it points at a listener that accepts connections and never
+//!    reads or answers.
+//!
+//! Log lines go to stdout only (the launcher reads them and throws them away); shipping them
+//! is Filebeat's job, outside the services.
 //!
 //! In each, after a warm-up, one client on 127.0.0.1 places orders one at a time through the
 //! gateway (a mix of captured and declined cards, within the catalogue's stock), then reads the
 //! catalogue as many times, recording each request's latency. It prints p50/p90/p99/max per
 //! scenario and endpoint, the errors (any answer but 2xx, or the 402 a declined card expects),
-//! and how long each service took to exit after SIGTERM, which includes its telemetry flush
-//! (spans and log lines flushed at the same time, within three seconds in total).
+//! and how long the four took to exit after SIGTERM, which includes their span flush (within
+//! three seconds).
 //!
 //! It asserts nothing about timing: compare the rows. Run it with
 //!
@@ -26,25 +29,18 @@
 //! Everything is bounded: a fixed number of requests, a 10 s client timeout, 10 s to become
 //! ready and 10 s to exit (then SIGKILL). All traffic stays on 127.0.0.1.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use ordertrail_shared::telemetry::receiver;
+use ordertrail_testkit::launcher::{Launcher, Role, Services, Stopped, Stream};
+use ordertrail_testkit::receiver;
 use serde_json::{Value, json};
 use tokio::net::TcpSocket;
-use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-/// The roles, callees first.
-const ROLES: [&str; 4] = ["inventory", "payment", "order", "gateway"];
 /// Orders placed before measuring, to warm connections, caches and the SQLite files.
 const WARMUP: usize = 20;
 /// Measured requests per endpoint and scenario.
@@ -77,7 +73,7 @@ enum Scenario {
     CollectorUp,
     /// A port where nothing listens: every connection is refused.
     CollectorRefusing,
-    /// Listeners that accept and never read, for OTLP and for Logstash.
+    /// A listener that accepts and never reads.
     BlackHole,
 }
 
@@ -92,7 +88,7 @@ impl Scenario {
         match self {
             Self::CollectorUp => "collector up",
             Self::CollectorRefusing => "collector refusing",
-            Self::BlackHole => "collector black hole + logstash not reading",
+            Self::BlackHole => "collector black hole",
         }
     }
 }
@@ -143,15 +139,11 @@ async fn backends(scenario: Scenario) -> anyhow::Result<Backends> {
             tasks: Vec::new(),
         },
         Scenario::BlackHole => {
-            let (otlp, otlp_task) = black_hole()?;
-            let (logstash, logstash_task) = black_hole()?;
+            let (otlp, task) = black_hole()?;
             Backends {
-                env: vec![
-                    ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint(otlp)),
-                    ("LOGSTASH_ADDR", logstash.to_string()),
-                ],
+                env: vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint(otlp))],
                 spans: None,
-                tasks: vec![otlp_task, logstash_task],
+                tasks: vec![task],
             }
         }
     })
@@ -183,19 +175,15 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// The four services of one scenario, running as child processes.
 struct Stack {
-    ports: HashMap<&'static str, u16>,
-    children: Vec<(&'static str, Child)>,
+    /// `None` only while the stack is dropped.
+    services: Option<Services>,
+    gateway: String,
     dir: PathBuf,
 }
 
 impl Stack {
-    /// Spawns the four services with fresh SQLite databases and `env`, and waits until each
-    /// answers `/health/ready`.
-    async fn start(
-        http: &reqwest::Client,
-        env: &[(&'static str, String)],
-        label: &str,
-    ) -> anyhow::Result<Self> {
+    /// Starts the four services with fresh SQLite databases and `env`, each once it is ready.
+    async fn start(env: &[(&'static str, String)], label: &str) -> anyhow::Result<Self> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_nanos();
@@ -204,91 +192,58 @@ impl Stack {
             std::process::id()
         ));
         std::fs::create_dir_all(&dir)?;
-        let mut ports = HashMap::new();
-        for role in ROLES {
-            ports.insert(role, free_port()?);
+        let mut launcher = Launcher::new(env!("CARGO_BIN_EXE_ordertrail"))
+            .env_clear()
+            .ready_timeout(READY_TIMEOUT)
+            .stop_timeout(EXIT_TIMEOUT)
+            // Stdout is the log lines, read and dropped; what the binary says on stderr is
+            // shown.
+            .on_line(|line| {
+                if line.stream == Stream::Stderr {
+                    eprintln!("{}: {}", line.role, line.text);
+                }
+            });
+        for (key, value) in env {
+            launcher = launcher.env(*key, value);
         }
-        let url = |role: &str| format!("http://127.0.0.1:{}", ports[role]);
+        for role in [Role::Order, Role::Payment, Role::Inventory] {
+            let url = format!("sqlite://{}/{}.db?mode=rwc", dir.display(), role.name());
+            launcher = launcher.role_env(role, "DATABASE_URL", url);
+        }
+        // Built first, so that its drop removes the directory if the start fails.
         let mut stack = Self {
-            ports: ports.clone(),
-            children: Vec::new(),
-            dir: dir.clone(),
+            services: None,
+            gateway: String::new(),
+            dir,
         };
-        for role in ROLES {
-            let child = Command::new(env!("CARGO_BIN_EXE_ordertrail"))
-                .args(["serve", role])
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env("OTEL_SERVICE_NAME", role)
-                .env("LISTEN_ADDR", format!("127.0.0.1:{}", ports[role]))
-                .env(
-                    "DATABASE_URL",
-                    format!("sqlite://{}/{role}.db?mode=rwc", dir.display()),
-                )
-                .env("ORDER_URL", url("order"))
-                .env("PAYMENT_URL", url("payment"))
-                .env("INVENTORY_URL", url("inventory"))
-                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("spawning {role}"))?;
-            stack.children.push((role, child));
-        }
-        for role in ROLES {
-            stack.wait_ready(http, role).await?;
-        }
+        let services = launcher.start().await?;
+        stack.gateway = services.url(Role::Gateway);
+        stack.services = Some(services);
         Ok(stack)
-    }
-
-    /// Polls `role`'s `/health/ready` until it answers 2xx, for at most [`READY_TIMEOUT`].
-    async fn wait_ready(&self, http: &reqwest::Client, role: &str) -> anyhow::Result<()> {
-        let url = format!("http://127.0.0.1:{}/health/ready", self.ports[role]);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while Instant::now() < deadline {
-            let ready = http.get(&url).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("{role} was not ready within {READY_TIMEOUT:?}")
     }
 
     /// `url` of a gateway path.
     fn gateway(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.ports["gateway"])
+        format!("{}{path}", self.gateway)
     }
 
-    /// Sends SIGTERM to all four at once and waits for each to exit, for at most
-    /// [`EXIT_TIMEOUT`] (then SIGKILL). Returns each role's time from signal to exit and its
-    /// exit status (`None` when it had to be killed).
-    async fn stop(mut self) -> Vec<(&'static str, Duration, Option<ExitStatus>)> {
+    /// Sends SIGTERM to all four at once and waits for them to exit, for at most
+    /// [`EXIT_TIMEOUT`] (then SIGKILL). Returns how long they took from the signal, and how
+    /// each ended.
+    async fn stop(mut self) -> (Duration, Vec<Stopped>) {
         let signalled = Instant::now();
-        for (_, child) in &self.children {
-            if let Some(pid) = child.id() {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-            }
-        }
-        let waits = self.children.drain(..).map(|(role, mut child)| async move {
-            let status = tokio::time::timeout(EXIT_TIMEOUT, child.wait()).await;
-            let took = signalled.elapsed();
-            match status {
-                Ok(Ok(status)) => (role, took, Some(status)),
-                _ => {
-                    let _ = child.kill().await;
-                    (role, took, None)
-                }
-            }
-        });
-        futures::future::join_all(waits).await
+        let stopped = match self.services.as_mut() {
+            Some(services) => services.stop_all().await,
+            None => Vec::new(),
+        };
+        (signalled.elapsed(), stopped)
     }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        // Kill what still runs before its databases go.
+        drop(self.services.take());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -401,7 +356,8 @@ struct Outcome {
     scenario: Scenario,
     orders: Samples,
     products: Samples,
-    shutdown: Vec<(&'static str, Duration, Option<ExitStatus>)>,
+    /// How long the four took to exit after SIGTERM, and how each ended.
+    shutdown: (Duration, Vec<Stopped>),
     spans: Option<usize>,
 }
 
@@ -410,7 +366,7 @@ async fn run_scenario(http: &reqwest::Client, scenario: Scenario) -> anyhow::Res
     eprintln!("== {}", scenario.name());
     let backends = backends(scenario).await?;
     let label = format!("{scenario:?}").to_lowercase();
-    let stack = Stack::start(http, &backends.env, &label).await?;
+    let stack = Stack::start(&backends.env, &label).await?;
     let warmup = place_orders(http, &stack, 0..WARMUP).await;
     if warmup.errors > 0 {
         eprintln!("   warm-up: {} errors", warmup.errors);
@@ -452,7 +408,7 @@ async fn run() -> anyhow::Result<()> {
 /// Prints the latency table and the shutdown table.
 fn print_report(outcomes: &[Outcome]) {
     println!(
-        "\n{:<44} {:<18} {:>5} {:>6} {:>5} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "\n{:<22} {:<18} {:>5} {:>6} {:>5} {:>8} {:>8} {:>8} {:>8} {:>9}",
         "scenario",
         "request",
         "n",
@@ -470,7 +426,7 @@ fn print_report(outcomes: &[Outcome]) {
             ("GET /api/products", &outcome.products),
         ] {
             println!(
-                "{:<44} {:<18} {:>5} {:>6} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2}",
+                "{:<22} {:<18} {:>5} {:>6} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2}",
                 outcome.scenario.name(),
                 request,
                 samples.latencies.len(),
@@ -484,17 +440,26 @@ fn print_report(outcomes: &[Outcome]) {
             );
         }
     }
-    println!("\nshutdown after SIGTERM (all four signalled together; s, exit status):");
+    println!("\nshutdown after SIGTERM (all four signalled together; s until the last exited):");
     for outcome in outcomes {
-        let roles: Vec<String> = outcome
-            .shutdown
+        let (took, stopped) = &outcome.shutdown;
+        let roles: Vec<String> = stopped
             .iter()
-            .map(|(role, took, status)| {
-                let status = status.map_or("killed".to_owned(), |s| s.to_string());
-                format!("{role} {:.2} ({status})", took.as_secs_f64())
+            .map(|stopped| {
+                let ended = match &stopped.status {
+                    _ if stopped.killed => "killed".to_owned(),
+                    Ok(status) => status.to_string(),
+                    Err(err) => err.to_string(),
+                };
+                format!("{} ({ended})", stopped.role)
             })
             .collect();
-        println!("  {:<44} {}", outcome.scenario.name(), roles.join(", "));
+        println!(
+            "  {:<22} {:.2}: {}",
+            outcome.scenario.name(),
+            took.as_secs_f64(),
+            roles.join(", ")
+        );
     }
     for outcome in outcomes {
         if let Some(spans) = outcome.spans {

@@ -3,9 +3,6 @@
 //! It accepts `ExportTraceServiceRequest`s like any collector and hands them on as flat
 //! [`ReceivedSpan`]s, each carrying its resource's `service.name`; [`from_jaeger_json`] makes
 //! the same spans of a trace that Jaeger's query API answers.
-//!
-//! This file uses nothing else of the kit: `ordertrail-shared` compiles it too, as
-//! `telemetry::receiver` (feature `bench-receiver`), until the benches move onto the kit.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

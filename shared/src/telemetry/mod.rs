@@ -16,12 +16,6 @@ mod fields;
 mod filter;
 mod otlp;
 mod proto;
-// The receiver lives in `ordertrail-testkit`, which depends on this crate and so cannot be
-// re-exported from here; benches/ still import it by this path until they move onto the kit.
-#[cfg(feature = "bench-receiver")]
-#[doc(hidden)]
-#[path = "../../../testkit/src/receiver.rs"]
-pub mod receiver;
 mod stdout;
 
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! The four services as child processes of the `ordertrail` binary, on 127.0.0.1: the one way
-//! `ordertrail up` and the end-to-end tests start them (and the benchmarks, once they move).
+//! `ordertrail up`, the end-to-end tests and the `telemetry_down` bench start them
+//! (`benches/load` still starts its own).
 //!
 //! Callees start first, each on its given port or on port 0. Port 0 lets the service pick a
 //! free port when it binds, so that no other process can take the port between a pick and the
