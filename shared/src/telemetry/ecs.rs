@@ -85,13 +85,13 @@ impl ServiceIdentity {
 /// The ECS JSON layer.
 pub struct EcsLayer {
     identity: ServiceIdentity,
-    sinks: Vec<Box<dyn LineSink>>,
+    sink: Box<dyn LineSink>,
 }
 
 impl EcsLayer {
-    /// A layer writing every line to each of `sinks`.
-    pub fn new(identity: ServiceIdentity, sinks: Vec<Box<dyn LineSink>>) -> Self {
-        Self { identity, sinks }
+    /// A layer writing every line to `sink`.
+    pub fn new(identity: ServiceIdentity, sink: Box<dyn LineSink>) -> Self {
+        Self { identity, sink }
     }
 
     /// Writes the line of `event`, whose own fields are in `scratch.event`, into
@@ -165,7 +165,7 @@ impl EcsLayer {
 }
 
 /// The buffers a line is built in, kept per thread: writing a line allocates nothing but what
-/// its sinks copy.
+/// its sink copies.
 #[derive(Default)]
 struct Scratch {
     line: Vec<u8>,
@@ -244,9 +244,7 @@ where
             scratch.event.clear();
             event.record(&mut scratch.event);
             self.write_line(event, &ctx, scratch);
-            for sink in &self.sinks {
-                sink.write_line(&scratch.line);
-            }
+            self.sink.write_line(&scratch.line);
         };
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut scratch) => write(&mut scratch),
@@ -291,7 +289,7 @@ pub(crate) mod tests {
     /// The one line `identity` writes for an event.
     fn line_of(identity: ServiceIdentity) -> Value {
         let captured = Captured::default();
-        let layer = EcsLayer::new(identity, vec![Box::new(captured.clone())]);
+        let layer = EcsLayer::new(identity, Box::new(captured.clone()));
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
             tracing::info!("hello");
         });
@@ -321,10 +319,7 @@ pub(crate) mod tests {
     #[test]
     fn an_error_field_becomes_error_message_with_its_causes() {
         let captured = Captured::default();
-        let layer = EcsLayer::new(
-            ServiceIdentity::new("test"),
-            vec![Box::new(captured.clone())],
-        );
+        let layer = EcsLayer::new(ServiceIdentity::new("test"), Box::new(captured.clone()));
         let error = crate::telemetry::tests::Failed(std::io::Error::other("connection reset"));
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
             tracing::warn!(error = &error as &dyn Error, "failed");
@@ -337,10 +332,7 @@ pub(crate) mod tests {
     #[test]
     fn the_event_wins_over_its_spans_and_the_inner_span_over_the_outer() {
         let captured = Captured::default();
-        let layer = EcsLayer::new(
-            ServiceIdentity::new("test"),
-            vec![Box::new(captured.clone())],
-        );
+        let layer = EcsLayer::new(ServiceIdentity::new("test"), Box::new(captured.clone()));
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
             let outer = tracing::info_span!(
                 "outer",

@@ -412,10 +412,7 @@ mod tests {
     #[test]
     fn loss_and_recovery_are_reported_once_each() {
         let captured = Captured::default();
-        let layer = EcsLayer::new(
-            ServiceIdentity::new("test"),
-            vec![Box::new(captured.clone())],
-        );
+        let layer = EcsLayer::new(ServiceIdentity::new("test"), Box::new(captured.clone()));
         let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
         let stats = ExportStats::default();
         let refused = || Err(OTelSdkError::InternalFailure("connection refused".into()));

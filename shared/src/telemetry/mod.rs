@@ -156,7 +156,7 @@ fn build(
         LogFormat::Json => {
             // Log lines name the service exactly as its spans do.
             let identity = ServiceIdentity::from_resource(&resource);
-            EcsLayer::new(identity, vec![stdout])
+            EcsLayer::new(identity, stdout)
                 .with_filter(log_filter)
                 .boxed()
         }
