@@ -2,7 +2,9 @@
 //! client spans every query runs in.
 //!
 //! sqlx emits no OpenTelemetry spans, so each query is declared once as a [`Sql`] constant
-//! naming its operation and table, and run under [`Database::span`] with [`Traced::traced`].
+//! naming its operation and table, and run with [`Database::query`] (or, in a transaction from
+//! [`Database::begin`], [`Transaction::query`]) under a client span of its own (`query`). The
+//! pool is private, so that every statement goes that way.
 //!
 //! A transaction that loses a conflict with another one (a deadlock, a serialization failure,
 //! a busy SQLite file) is run again by [`retry_transaction`] rather than answered as a 500.
@@ -10,14 +12,16 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+mod query;
+
 use rand::Rng;
 use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteError;
-use tracing::{Instrument, Span};
 
 use crate::faults::Faults;
+pub use query::{Query, Transaction};
 
 /// A statement with the names its client span needs. The text holds placeholders only, never
 /// values, so it is safe to record as `db.query.text`.
@@ -53,8 +57,7 @@ impl DbSystem {
 /// A connection pool that knows which database it talks to.
 #[derive(Debug, Clone)]
 pub struct Database {
-    /// The pool.
-    pub pool: AnyPool,
+    pool: AnyPool,
     system: DbSystem,
     namespace: String,
     /// Slow-query faults strike in [`Database::span`].
@@ -107,23 +110,6 @@ impl Database {
     /// Which database this is.
     pub fn system(&self) -> DbSystem {
         self.system
-    }
-
-    /// A client span for `sql`, named `{operation} {table}` as the conventions ask, with the
-    /// delay of any slow-query fault that strikes this query.
-    pub fn span(&self, sql: &Sql) -> QuerySpan {
-        let span = tracing::info_span!(
-            "db.query",
-            otel.name = format!("{} {}", sql.operation, sql.collection),
-            otel.kind = "client",
-            db.system.name = self.system.as_str(),
-            db.namespace = self.namespace.as_str(),
-            db.operation.name = sql.operation,
-            db.collection.name = sql.collection,
-            db.query.text = sql.text,
-        );
-        let delay = self.faults.slow_query(sql, &span);
-        QuerySpan { span, delay }
     }
 
     /// True when the database answers a trivial query.
@@ -211,54 +197,6 @@ fn create_sqlite_parent_dir(url: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// A query's client span, and how long a slow-query fault holds the query back (inside the
-/// span). A plain [`Span`] (`Span::none()` for a transaction's `BEGIN`) holds nothing back.
-#[derive(Debug)]
-pub struct QuerySpan {
-    span: Span,
-    delay: Duration,
-}
-
-impl From<Span> for QuerySpan {
-    fn from(span: Span) -> Self {
-        Self {
-            span,
-            delay: Duration::ZERO,
-        }
-    }
-}
-
-/// Runs a query future as the client span given, without making that span current inside it.
-pub trait Traced<T>: Future<Output = Result<T, sqlx::Error>> + Sized {
-    /// Awaits `self` (after the span's fault delay, if any), marks the span failed if the
-    /// query failed, then ends it.
-    ///
-    /// sqlx's SQLite worker thread keeps the current span of a connection's last statement
-    /// until that connection's next command. Were the query span current, it (and through it
-    /// the request's spans) would stay open, and unexported, for as long as the connection
-    /// idles. The span still gets its parent from where it was made and its times from its
-    /// creation and this drop.
-    fn traced(self, span: impl Into<QuerySpan>) -> impl Future<Output = Self::Output> + Send
-    where
-        Self: Send,
-    {
-        let QuerySpan { span, delay } = span.into();
-        async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            let output = self.instrument(Span::none()).await;
-            if let Err(err) = &output {
-                crate::telemetry::record_error(&span, "database", err);
-            }
-            drop(span);
-            output
-        }
-    }
-}
-
-impl<T, F: Future<Output = Result<T, sqlx::Error>>> Traced<T> for F {}
 
 /// How many times [`retry_transaction`] runs a transaction at most.
 pub const TRANSACTION_ATTEMPTS: u32 = 5;

@@ -1,8 +1,8 @@
 //! The inventory database: products, stock and reservations.
 
 use ordertrail_shared::api::{OrderLine, PricedLine, Product, Reservation, ReservationStatus};
-use ordertrail_shared::db::{Database, Sql, Traced, now, retry_transaction};
-use sqlx::{Any, Row, Transaction};
+use ordertrail_shared::db::{Database, Sql, Transaction, now, retry_transaction};
+use sqlx::Row;
 
 use crate::error::ApiError;
 
@@ -95,10 +95,7 @@ impl Store {
 
     /// The whole catalogue, by SKU.
     pub async fn products(&self) -> Result<Vec<Product>, ApiError> {
-        let rows = sqlx::query(LIST_PRODUCTS.text)
-            .fetch_all(&self.db.pool)
-            .traced(self.db.span(&LIST_PRODUCTS))
-            .await?;
+        let rows = self.db.query(&LIST_PRODUCTS).fetch_all().await?;
         rows.iter()
             .map(|row| {
                 Ok(Product {
@@ -119,25 +116,24 @@ impl Store {
     }
 
     async fn try_restock(&self, lines: &[OrderLine]) -> Result<Vec<Product>, ApiError> {
-        let mut tx = self.db.pool.begin().traced(tracing::Span::none()).await?;
+        let mut tx = self.db.begin().await?;
         // In SKU order, as a reserve and a release lock them (see `try_reserve`).
         let mut lines: Vec<&OrderLine> = lines.iter().collect();
         lines.sort_by(|a, b| in_lock_order(&a.sku, &b.sku));
         let mut products = Vec::with_capacity(lines.len());
         for line in lines {
             // The write comes first, so that SQLite's write lock is taken at once.
-            let raised = sqlx::query(RAISE_STOCK.text)
+            let raised = tx
+                .query(&RAISE_STOCK)
                 .bind(line.quantity)
                 .bind(&line.sku)
                 .bind(MAX_STOCK)
-                .execute(&mut *tx)
-                .traced(self.db.span(&RAISE_STOCK))
-                .await?
-                .rows_affected();
-            let row = sqlx::query(GET_PRODUCT.text)
+                .execute()
+                .await?;
+            let row = tx
+                .query(&GET_PRODUCT)
                 .bind(&line.sku)
-                .fetch_optional(&mut *tx)
-                .traced(self.db.span(&GET_PRODUCT))
+                .fetch_optional()
                 .await?
                 .ok_or_else(|| ApiError::UnknownProduct(line.sku.clone()))?;
             let product = Product {
@@ -155,7 +151,7 @@ impl Store {
             }
             products.push(product);
         }
-        tx.commit().traced(tracing::Span::none()).await?;
+        tx.commit().await?;
         Ok(products)
     }
 
@@ -174,18 +170,17 @@ impl Store {
         order_id: &str,
         lines: &[OrderLine],
     ) -> Result<(Reservation, bool), ApiError> {
-        let mut tx = self.db.pool.begin().traced(tracing::Span::none()).await?;
+        let mut tx = self.db.begin().await?;
         // Writing first takes SQLite's write lock at once, so concurrent reservations queue
         // instead of failing on a lock upgrade; the conflict also makes the call idempotent.
-        let claimed = sqlx::query(CLAIM_RESERVATION.text)
+        let claimed = tx
+            .query(&CLAIM_RESERVATION)
             .bind(order_id)
             .bind(now())
-            .execute(&mut *tx)
-            .traced(self.db.span(&CLAIM_RESERVATION))
-            .await?
-            .rows_affected();
+            .execute()
+            .await?;
         if claimed == 0 {
-            tx.rollback().traced(tracing::Span::none()).await?;
+            tx.rollback().await?;
             let existing = self.reservation(order_id).await?;
             return Ok((existing, false));
         }
@@ -198,13 +193,12 @@ impl Store {
             items.push(self.take_stock(&mut tx, order_id, line).await?);
         }
         let total_cents = items.iter().map(|i| i.quantity * i.unit_price_cents).sum();
-        sqlx::query(SET_TOTAL.text)
+        tx.query(&SET_TOTAL)
             .bind(total_cents)
             .bind(order_id)
-            .execute(&mut *tx)
-            .traced(self.db.span(&SET_TOTAL))
+            .execute()
             .await?;
-        tx.commit().traced(tracing::Span::none()).await?;
+        tx.commit().await?;
         Ok((
             Reservation {
                 order_id: order_id.to_owned(),
@@ -218,25 +212,24 @@ impl Store {
 
     async fn take_stock(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_>,
         order_id: &str,
         line: &OrderLine,
     ) -> Result<PricedLine, ApiError> {
-        let row = sqlx::query(PRICE_OF.text)
+        let row = tx
+            .query(&PRICE_OF)
             .bind(&line.sku)
-            .fetch_optional(&mut **tx)
-            .traced(self.db.span(&PRICE_OF))
+            .fetch_optional()
             .await?
             .ok_or_else(|| ApiError::UnknownProduct(line.sku.clone()))?;
         let unit_price_cents: i64 = row.try_get("price_cents")?;
         let available: i64 = row.try_get("stock")?;
-        let taken = sqlx::query(TAKE_STOCK.text)
+        let taken = tx
+            .query(&TAKE_STOCK)
             .bind(line.quantity)
             .bind(&line.sku)
-            .execute(&mut **tx)
-            .traced(self.db.span(&TAKE_STOCK))
-            .await?
-            .rows_affected();
+            .execute()
+            .await?;
         if taken == 0 {
             return Err(ApiError::OutOfStock {
                 sku: line.sku.clone(),
@@ -244,13 +237,12 @@ impl Store {
                 available,
             });
         }
-        sqlx::query(INSERT_ITEM.text)
+        tx.query(&INSERT_ITEM)
             .bind(order_id)
             .bind(&line.sku)
             .bind(line.quantity)
             .bind(unit_price_cents)
-            .execute(&mut **tx)
-            .traced(self.db.span(&INSERT_ITEM))
+            .execute()
             .await?;
         Ok(PricedLine {
             sku: line.sku.clone(),
@@ -261,17 +253,19 @@ impl Store {
 
     /// The reservation of `order_id`.
     pub async fn reservation(&self, order_id: &str) -> Result<Reservation, ApiError> {
-        let row = sqlx::query(GET_RESERVATION.text)
+        let row = self
+            .db
+            .query(&GET_RESERVATION)
             .bind(order_id)
-            .fetch_optional(&self.db.pool)
-            .traced(self.db.span(&GET_RESERVATION))
+            .fetch_optional()
             .await?
             .ok_or_else(|| ApiError::NoReservation(order_id.to_owned()))?;
         let status: String = row.try_get("status")?;
-        let items = sqlx::query(GET_ITEMS.text)
+        let items = self
+            .db
+            .query(&GET_ITEMS)
             .bind(order_id)
-            .fetch_all(&self.db.pool)
-            .traced(self.db.span(&GET_ITEMS))
+            .fetch_all()
             .await?
             .iter()
             .map(|row| {
@@ -306,64 +300,57 @@ impl Store {
     }
 
     async fn finish(&self, order_id: &str, to: ReservationStatus) -> Result<Reservation, ApiError> {
-        let mut tx = self.db.pool.begin().traced(tracing::Span::none()).await?;
-        let changed = sqlx::query(SET_STATUS.text)
+        let mut tx = self.db.begin().await?;
+        let changed = tx
+            .query(&SET_STATUS)
             .bind(to.as_str())
             .bind(order_id)
-            .execute(&mut *tx)
-            .traced(self.db.span(&SET_STATUS))
-            .await?
-            .rows_affected();
+            .execute()
+            .await?;
         if changed == 1 && to == ReservationStatus::Released {
             self.return_stock(&mut tx, order_id).await?;
         } else if changed == 0 && to == ReservationStatus::Released {
             // Releasing what was never reserved leaves a released reservation behind, so that a
             // reserve still on its way (its caller gave up waiting) finds the order given up
             // instead of holding stock for it forever.
-            let recorded = sqlx::query(RELEASE_UNRESERVED.text)
+            let recorded = tx
+                .query(&RELEASE_UNRESERVED)
                 .bind(order_id)
                 .bind(now())
-                .execute(&mut *tx)
-                .traced(self.db.span(&RELEASE_UNRESERVED))
-                .await?
-                .rows_affected();
+                .execute()
+                .await?;
             if recorded == 0 {
                 // The order has a reservation after all. If it was committed between the two
                 // statements it is still `reserved`: release it now.
-                tx.commit().traced(tracing::Span::none()).await?;
+                tx.commit().await?;
                 if self.reservation(order_id).await?.status == ReservationStatus::Reserved {
                     return Box::pin(self.finish(order_id, to)).await;
                 }
                 return self.finished(order_id, to).await;
             }
         }
-        tx.commit().traced(tracing::Span::none()).await?;
+        tx.commit().await?;
         self.finished(order_id, to).await
     }
 
     /// Gives back the stock `order_id` holds, one line at a time in SKU order: a single UPDATE
     /// over all the lines would lock the product rows in whatever order its plan visits them,
     /// and deadlock with a reserve or another release on PostgreSQL.
-    async fn return_stock(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        order_id: &str,
-    ) -> Result<(), ApiError> {
-        let mut items = sqlx::query(GET_ITEMS.text)
+    async fn return_stock(&self, tx: &mut Transaction<'_>, order_id: &str) -> Result<(), ApiError> {
+        let mut items = tx
+            .query(&GET_ITEMS)
             .bind(order_id)
-            .fetch_all(&mut **tx)
-            .traced(self.db.span(&GET_ITEMS))
+            .fetch_all()
             .await?
             .iter()
             .map(|row| Ok((row.try_get("sku")?, row.try_get("quantity")?)))
             .collect::<Result<Vec<(String, i64)>, sqlx::Error>>()?;
         items.sort_by(|(a, _), (b, _)| in_lock_order(a, b));
         for (sku, quantity) in items {
-            sqlx::query(RETURN_STOCK.text)
+            tx.query(&RETURN_STOCK)
                 .bind(quantity)
                 .bind(sku)
-                .execute(&mut **tx)
-                .traced(self.db.span(&RETURN_STOCK))
+                .execute()
                 .await?;
         }
         Ok(())

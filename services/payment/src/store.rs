@@ -3,7 +3,7 @@
 
 use ordertrail_shared::api::{Payment, PaymentStatus};
 use ordertrail_shared::card::MaskedCard;
-use ordertrail_shared::db::{Database, Sql, Traced, now};
+use ordertrail_shared::db::{Database, Sql, now};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -51,7 +51,9 @@ impl Store {
     /// whether it is the one just inserted.
     pub async fn insert(&self, payment: &Payment) -> Result<(Payment, bool), ApiError> {
         let MaskedCard { brand, last4 } = &payment.card;
-        let inserted = sqlx::query(INSERT_PAYMENT.text)
+        let inserted = self
+            .db
+            .query(&INSERT_PAYMENT)
             .bind(&payment.payment_id)
             .bind(&payment.order_id)
             .bind(payment.status.as_str())
@@ -60,10 +62,8 @@ impl Store {
             .bind(last4)
             .bind(payment.decline_reason.as_deref())
             .bind(now())
-            .execute(&self.db.pool)
-            .traced(self.db.span(&INSERT_PAYMENT))
-            .await?
-            .rows_affected();
+            .execute()
+            .await?;
         if inserted == 1 {
             return Ok((payment.clone(), true));
         }
@@ -72,10 +72,11 @@ impl Store {
 
     /// The payment of `order_id`.
     pub async fn get(&self, order_id: &str) -> Result<Payment, ApiError> {
-        let row = sqlx::query(GET_PAYMENT.text)
+        let row = self
+            .db
+            .query(&GET_PAYMENT)
             .bind(order_id)
-            .fetch_optional(&self.db.pool)
-            .traced(self.db.span(&GET_PAYMENT))
+            .fetch_optional()
             .await?
             .ok_or_else(|| ApiError::NotFound(order_id.to_owned()))?;
         Ok(payment(&row)?)
@@ -88,14 +89,14 @@ impl Store {
         if !refunded {
             // Refunding an order never charged records it refunded, so that a charge still on
             // its way (its caller gave up waiting) finds the order given up and takes nothing.
-            let recorded = sqlx::query(REFUND_UNCHARGED.text)
+            let recorded = self
+                .db
+                .query(&REFUND_UNCHARGED)
                 .bind(uuid::Uuid::now_v7().to_string())
                 .bind(order_id)
                 .bind(now())
-                .execute(&self.db.pool)
-                .traced(self.db.span(&REFUND_UNCHARGED))
-                .await?
-                .rows_affected();
+                .execute()
+                .await?;
             if recorded == 0 {
                 // A charge landed between the two statements: refund it.
                 refunded = self.refund_captured(order_id).await?;
@@ -112,13 +113,13 @@ impl Store {
     }
 
     async fn refund_captured(&self, order_id: &str) -> Result<bool, sqlx::Error> {
-        let changed = sqlx::query(REFUND.text)
+        let changed = self
+            .db
+            .query(&REFUND)
             .bind(now())
             .bind(order_id)
-            .execute(&self.db.pool)
-            .traced(self.db.span(&REFUND))
-            .await?
-            .rows_affected();
+            .execute()
+            .await?;
         Ok(changed == 1)
     }
 }

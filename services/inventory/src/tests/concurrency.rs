@@ -4,11 +4,24 @@
 use std::collections::BTreeMap;
 
 use ordertrail_shared::api::{OrderLine, ReservationStatus};
+use ordertrail_shared::db::Sql;
 use ordertrail_testkit::{CapturedSpans, databases};
+use sqlx::Row;
 use tokio::task::JoinSet;
 
 use super::stock;
 use crate::{ApiError, MIGRATIONS, Store};
+
+const SET_EVERY_STOCK: Sql = Sql {
+    operation: "UPDATE",
+    collection: "products",
+    text: "UPDATE products SET stock = $1",
+};
+const COUNT_RESERVED: Sql = Sql {
+    operation: "SELECT",
+    collection: "reservations",
+    text: "SELECT COUNT(*) AS reserved FROM reservations WHERE status = 'reserved'",
+};
 
 const ORDERS: usize = 200;
 /// Enough of every product that no order runs out.
@@ -32,9 +45,9 @@ async fn concurrent_reserves_and_releases_in_any_line_order_all_succeed_and_keep
     let _spans = CapturedSpans::start();
     for db in databases(&MIGRATIONS).await {
         let system = db.system().as_str();
-        sqlx::query("UPDATE products SET stock = $1")
+        db.query(&SET_EVERY_STOCK)
             .bind(STOCK)
-            .execute(&db.pool)
+            .execute()
             .await
             .unwrap();
         let store = Store::new(db);
@@ -97,11 +110,13 @@ async fn concurrent_reserves_and_releases_in_any_line_order_all_succeed_and_keep
             let expected = STOCK - sold.get(sku.as_str()).unwrap_or(&0);
             assert_eq!(stock(&store, sku).await, expected, "{sku} on {system}");
         }
-        let (still_reserved,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM reservations WHERE status = 'reserved'")
-                .fetch_one(&store.database().pool)
-                .await
-                .unwrap();
+        let still_reserved: i64 = store
+            .database()
+            .query(&COUNT_RESERVED)
+            .fetch_one()
+            .await
+            .unwrap()
+            .get("reserved");
         assert_eq!(still_reserved, 0, "nothing left reserved on {system}");
     }
 }

@@ -3,12 +3,19 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use ordertrail_shared::db::Sql;
 use ordertrail_testkit::{CapturedSpans, databases};
 use serde_json::Value;
 use tower::ServiceExt;
 
 use super::{line, stock};
 use crate::{AppState, MAX_STOCK, MIGRATIONS, Store, router};
+
+const SET_TEE_STOCK: Sql = Sql {
+    operation: "UPDATE",
+    collection: "products",
+    text: "UPDATE products SET stock = $1 WHERE sku = 'TRAIL-TEE'",
+};
 
 #[tokio::test]
 async fn restocking_raises_the_stock_of_every_line_and_returns_the_products() {
@@ -54,9 +61,9 @@ async fn a_restock_with_an_unknown_product_changes_nothing() {
 async fn a_restock_past_the_stock_limit_changes_nothing() {
     let _spans = CapturedSpans::start();
     for db in databases(&MIGRATIONS).await {
-        sqlx::query("UPDATE products SET stock = $1 WHERE sku = 'TRAIL-TEE'")
+        db.query(&SET_TEE_STOCK)
             .bind(MAX_STOCK - 10)
-            .execute(&db.pool)
+            .execute()
             .await
             .unwrap();
         let store = Store::new(db);

@@ -1,8 +1,8 @@
 //! Idempotency keys: claimed in the transaction that creates their order, then holding the
 //! final answer to the request that claimed them.
 
-use ordertrail_shared::db::{Sql, Traced, now};
-use sqlx::{Any, Row, Transaction};
+use ordertrail_shared::db::{Sql, Transaction, now};
+use sqlx::Row;
 
 use super::Store;
 
@@ -48,20 +48,19 @@ impl Store {
     /// when an earlier request holds it.
     pub(super) async fn claim(
         &self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Transaction<'_>,
         key: &str,
         fingerprint: &str,
         order_id: &str,
     ) -> Result<bool, sqlx::Error> {
-        let claimed = sqlx::query(CLAIM_KEY.text)
+        let claimed = tx
+            .query(&CLAIM_KEY)
             .bind(key)
             .bind(fingerprint)
             .bind(order_id)
             .bind(now())
-            .execute(&mut **tx)
-            .traced(self.db.span(&CLAIM_KEY))
-            .await?
-            .rows_affected();
+            .execute()
+            .await?;
         Ok(claimed != 0)
     }
 
@@ -71,11 +70,7 @@ impl Store {
         key: &str,
         fingerprint: &str,
     ) -> Result<KeyClaim, sqlx::Error> {
-        let row = sqlx::query(GET_KEY.text)
-            .bind(key)
-            .fetch_one(&self.db.pool)
-            .traced(self.db.span(&GET_KEY))
-            .await?;
+        let row = self.db.query(&GET_KEY).bind(key).fetch_one().await?;
         let stored: String = row.try_get("fingerprint")?;
         if stored != fingerprint {
             return Ok(KeyClaim::Mismatch);
@@ -101,12 +96,12 @@ impl Store {
         status: u16,
         body: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(SAVE_RESPONSE.text)
+        self.db
+            .query(&SAVE_RESPONSE)
             .bind(i64::from(status))
             .bind(body)
             .bind(order_id)
-            .execute(&self.db.pool)
-            .traced(self.db.span(&SAVE_RESPONSE))
+            .execute()
             .await?;
         Ok(())
     }

@@ -8,7 +8,7 @@ mod keys;
 
 use ordertrail_shared::api::{Order, OrderLine, OrderStatus, PricedLine};
 use ordertrail_shared::card::MaskedCard;
-use ordertrail_shared::db::{Database, Sql, Traced, now, timestamp};
+use ordertrail_shared::db::{Database, Sql, now, timestamp};
 use sqlx::Row;
 
 pub use self::keys::KeyClaim;
@@ -107,58 +107,57 @@ impl Store {
         order: &NewOrder<'_>,
         key: Option<(&str, &str)>,
     ) -> Result<KeyClaim, sqlx::Error> {
-        let mut tx = self.db.pool.begin().traced(tracing::Span::none()).await?;
+        let mut tx = self.db.begin().await?;
         if let Some((key, fingerprint)) = key
             && !self
                 .claim(&mut tx, key, fingerprint, order.order_id)
                 .await?
         {
-            tx.rollback().traced(tracing::Span::none()).await?;
+            tx.rollback().await?;
             return self.existing_claim(key, fingerprint).await;
         }
-        sqlx::query(INSERT_ORDER.text)
+        tx.query(&INSERT_ORDER)
             .bind(order.order_id)
             .bind(order.customer_id)
             .bind(&order.card.brand)
             .bind(&order.card.last4)
             .bind(order.trace_id)
             .bind(now())
-            .execute(&mut *tx)
-            .traced(self.db.span(&INSERT_ORDER))
+            .execute()
             .await?;
         for line in order.lines {
-            sqlx::query(INSERT_ITEM.text)
+            tx.query(&INSERT_ITEM)
                 .bind(order.order_id)
                 .bind(&line.sku)
                 .bind(line.quantity)
-                .execute(&mut *tx)
-                .traced(self.db.span(&INSERT_ITEM))
+                .execute()
                 .await?;
         }
-        tx.commit().traced(tracing::Span::none()).await?;
+        tx.commit().await?;
         Ok(KeyClaim::New)
     }
 
     /// Records why the order failed, before its compensation runs.
     pub async fn set_failure(&self, order_id: &str, failure: &Failure) -> Result<(), sqlx::Error> {
-        sqlx::query(SET_FAILURE.text)
+        self.db
+            .query(&SET_FAILURE)
             .bind(i64::from(failure.status.as_u16()))
             .bind(&failure.code)
             .bind(&failure.detail)
             .bind(now())
             .bind(order_id)
-            .execute(&self.db.pool)
-            .traced(self.db.span(&SET_FAILURE))
+            .execute()
             .await?;
         Ok(())
     }
 
     /// The failure recorded for `order_id`, if any.
     pub async fn failure(&self, order_id: &str) -> Result<Option<Failure>, sqlx::Error> {
-        let row = sqlx::query(GET_FAILURE.text)
+        let row = self
+            .db
+            .query(&GET_FAILURE)
             .bind(order_id)
-            .fetch_one(&self.db.pool)
-            .traced(self.db.span(&GET_FAILURE))
+            .fetch_one()
             .await?;
         let status: Option<i64> = row.try_get("failure_status")?;
         let code: Option<String> = row.try_get("failure_code")?;
@@ -175,24 +174,22 @@ impl Store {
         items: &[PricedLine],
         total_cents: i64,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.db.pool.begin().traced(tracing::Span::none()).await?;
-        sqlx::query(SET_TOTAL.text)
+        let mut tx = self.db.begin().await?;
+        tx.query(&SET_TOTAL)
             .bind(total_cents)
             .bind(now())
             .bind(order_id)
-            .execute(&mut *tx)
-            .traced(self.db.span(&SET_TOTAL))
+            .execute()
             .await?;
         for item in items {
-            sqlx::query(SET_PRICE.text)
+            tx.query(&SET_PRICE)
                 .bind(item.unit_price_cents)
                 .bind(order_id)
                 .bind(&item.sku)
-                .execute(&mut *tx)
-                .traced(self.db.span(&SET_PRICE))
+                .execute()
                 .await?;
         }
-        tx.commit().traced(tracing::Span::none()).await
+        tx.commit().await
     }
 
     /// Moves the order to `status`, with a reason when it failed.
@@ -202,31 +199,33 @@ impl Store {
         status: OrderStatus,
         reason: Option<&str>,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(SET_STATUS.text)
+        self.db
+            .query(&SET_STATUS)
             .bind(status.as_str())
             .bind(reason)
             .bind(now())
             .bind(order_id)
-            .execute(&self.db.pool)
-            .traced(self.db.span(&SET_STATUS))
+            .execute()
             .await?;
         Ok(())
     }
 
     /// The order `order_id`, if there is one.
     pub async fn get(&self, order_id: &str) -> Result<Option<Order>, sqlx::Error> {
-        let Some(row) = sqlx::query(GET_ORDER.text)
+        let Some(row) = self
+            .db
+            .query(&GET_ORDER)
             .bind(order_id)
-            .fetch_optional(&self.db.pool)
-            .traced(self.db.span(&GET_ORDER))
+            .fetch_optional()
             .await?
         else {
             return Ok(None);
         };
-        let items = sqlx::query(GET_ITEMS.text)
+        let items = self
+            .db
+            .query(&GET_ITEMS)
             .bind(order_id)
-            .fetch_all(&self.db.pool)
-            .traced(self.db.span(&GET_ITEMS))
+            .fetch_all()
             .await?
             .iter()
             .map(|item| {
@@ -270,10 +269,11 @@ impl Store {
         let cutoff = timestamp(time::OffsetDateTime::now_utc() - idle_for);
         // No span: the recovery sweep asks every half minute, and a one-span trace each time
         // would bury the real ones. The orders it finds are recovered in spans of their own.
-        sqlx::query(OPEN_ORDERS.text)
+        self.db
+            .query(&OPEN_ORDERS)
             .bind(cutoff)
-            .fetch_all(&self.db.pool)
-            .traced(tracing::Span::none())
+            .without_span()
+            .fetch_all()
             .await?
             .iter()
             .map(|row| row.try_get("order_id"))
