@@ -19,10 +19,11 @@
 //!     cargo bench --bench load -- --seconds 10 --rounds 4
 //! ```
 //!
-//! Without a PostgreSQL URL (`--postgres` or the variable), only SQLite runs.
-//! `ORDERTRAIL_BENCH_BIN=path` runs another build of `ordertrail` (the one before a change, say). `--soak-minutes
+//! Without a PostgreSQL URL (`--postgres` or the variable), only SQLite runs. `--soak-minutes
 //! N` instead loads one SQLite stack, telemetry on, for N minutes and prints each service's
-//! resident memory every minute.
+//! resident memory every minute. `ORDERTRAIL_BENCH_BIN=path` runs another build of
+//! `ordertrail` (the one before a change, say); `--service-env NAME=VALUE` adds to every
+//! service's environment (to try a setting).
 
 mod drive;
 mod report;
@@ -50,6 +51,8 @@ struct Settings {
     only: Option<String>,
     workloads: Vec<Workload>,
     soak_minutes: u64,
+    /// More environment for every service (`--service-env NAME=VALUE`, repeatable).
+    service_env: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -64,6 +67,7 @@ impl Settings {
             only: None,
             workloads: vec![Workload::Orders, Workload::Reads],
             soak_minutes: 0,
+            service_env: Vec::new(),
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -87,11 +91,22 @@ impl Settings {
                         })
                         .collect::<anyhow::Result<_>>()?;
                 }
-                "--soak-minutes" => settings.soak_minutes = value()?.parse()?,
+                "--soak-minutes --service-env NAME=VALUE" => {
+                    settings.soak_minutes = value()?.parse()?
+                }
+                "--service-env" => {
+                    let pair = value()?;
+                    let (name, value) = pair
+                        .split_once('=')
+                        .with_context(|| format!("--service-env {pair}: expected NAME=VALUE"))?;
+                    settings
+                        .service_env
+                        .push((name.to_owned(), value.to_owned()));
+                }
                 other => anyhow::bail!(
                     "unknown argument {other}; known: --seconds --rounds --connections --settle \
                      --postgres URL --only sqlite|postgresql --workloads orders,reads \
-                     --soak-minutes"
+                     --soak-minutes --service-env NAME=VALUE"
                 ),
             }
         }
@@ -137,8 +152,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             endpoint: endpoint.clone(),
         };
         let stacks = [
-            Stack::start(&http, &db, &on, "on").await?,
-            Stack::start(&http, &db, &Telemetry::Off, "off").await?,
+            Stack::start(&http, &db, &on, "on", &settings.service_env).await?,
+            Stack::start(&http, &db, &Telemetry::Off, "off", &settings.service_env).await?,
         ];
         for stack in &stacks {
             warm_up(&http, stack).await?;
@@ -254,7 +269,7 @@ async fn soak(http: &reqwest::Client, settings: &Settings, endpoint: &str) -> an
     let on = Telemetry::On {
         endpoint: endpoint.to_owned(),
     };
-    let stack = Stack::start(http, &Db::Sqlite, &on, "soak").await?;
+    let stack = Stack::start(http, &Db::Sqlite, &on, "soak", &settings.service_env).await?;
     warm_up(http, &stack).await?;
     println!(
         "soak: sqlite, telemetry on, {} connections\n",

@@ -83,12 +83,14 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Spawns the four services on `db` with `telemetry`, and waits until each is ready.
+    /// Spawns the four services on `db` with `telemetry` and `extra_env`, and waits until each
+    /// is ready.
     pub async fn start(
         http: &reqwest::Client,
         db: &Db,
         telemetry: &Telemetry,
         label: &str,
+        extra_env: &[(String, String)],
     ) -> anyhow::Result<Self> {
         let unique = format!(
             "{}_{}",
@@ -149,7 +151,8 @@ impl Stack {
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(Stdio::inherit())
-                .kill_on_drop(true);
+                .kill_on_drop(true)
+                .envs(extra_env.iter().map(|(k, v)| (k, v)));
             match telemetry {
                 Telemetry::On { endpoint } => {
                     command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);

@@ -24,7 +24,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::fields::{JsonFields, write_str};
+use super::fields::{FieldValue, JsonFields, write_str};
 
 /// The ECS version the field names follow.
 pub const ECS_VERSION: &str = "8.11.0";
@@ -143,13 +143,13 @@ impl EcsLayer {
         }
 
         for (name, value) in event_fields.iter() {
-            line.json(name, value);
+            line.value(name, value);
         }
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
                 if let Some(fields) = span.extensions().get::<JsonFields>() {
                     for (name, value) in fields.iter() {
-                        line.json(name, value);
+                        line.value(name, value);
                     }
                 }
             }
@@ -211,8 +211,11 @@ impl<'a> Line<'a> {
         self.field(name, |json| write_str(json, value));
     }
 
-    fn json(&mut self, name: &'static str, value: &[u8]) {
-        self.field(name, |json| json.extend_from_slice(value));
+    fn value(&mut self, name: &'static str, value: FieldValue<'_>) {
+        match value {
+            FieldValue::Json(json) => self.field(name, |line| line.extend_from_slice(json)),
+            FieldValue::Str(text) => self.str(name, text),
+        }
     }
 
     fn finish(self) {

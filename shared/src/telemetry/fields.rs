@@ -1,9 +1,10 @@
-//! `tracing` fields recorded once as JSON text, for the ECS lines.
+//! `tracing` fields recorded once as text, for the ECS lines.
 //!
 //! A span's fields are needed by every line written inside it, but most spans see no line at
 //! all. So they are not kept as a map of owned keys and values (some thirty allocations for a
-//! query span, and as many clones for each line): each value is written as JSON once, when it
-//! is recorded, into one buffer per span, and a line copies those bytes.
+//! query span, and as many clones for each line): each value is copied once, when it is
+//! recorded, into one buffer per span, as JSON for numbers and booleans and as plain text for
+//! strings, which are escaped only if a line takes them. A line copies those bytes.
 
 use std::error::Error;
 use std::fmt;
@@ -12,79 +13,95 @@ use std::ops::Range;
 
 use tracing::field::{Field, Visit};
 
-/// Fields as JSON: each field's name and where its value's JSON sits in one buffer.
+/// A recorded value.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum FieldValue<'a> {
+    /// JSON, ready to copy.
+    Json(&'a [u8]),
+    /// A string still to quote and escape.
+    Str(&'a str),
+}
+
+/// Fields as text: each field's name, whether it is a string, and where its value sits in one
+/// buffer.
 #[derive(Debug, Default)]
 pub(super) struct JsonFields {
-    json: Vec<u8>,
-    fields: Vec<(&'static str, Range<usize>)>,
+    text: String,
+    fields: Vec<(&'static str, Range<usize>, bool)>,
 }
 
 impl JsonFields {
     /// Room for `fields` fields of a typical size.
     pub(super) fn with_capacity(fields: usize) -> Self {
         Self {
-            json: Vec::with_capacity(fields * 24),
+            text: String::with_capacity(fields * 32),
             fields: Vec::with_capacity(fields),
         }
     }
 
     /// Forgets every field, keeping the memory.
     pub(super) fn clear(&mut self) {
-        self.json.clear();
+        self.text.clear();
         self.fields.clear();
     }
 
-    /// Each field's name and value as JSON, in the order first recorded.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
-        self.fields
-            .iter()
-            .map(|(name, range)| (*name, &self.json[range.clone()]))
+    /// Each field's name and value, in the order first recorded.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&'static str, FieldValue<'_>)> {
+        self.fields.iter().map(|(name, range, is_str)| {
+            let text = &self.text[range.clone()];
+            let value = if *is_str {
+                FieldValue::Str(text)
+            } else {
+                FieldValue::Json(text.as_bytes())
+            };
+            (*name, value)
+        })
     }
 
-    /// Records `name` with the JSON that `write` appends. A name recorded again takes its new
-    /// value (the old bytes stay unused in the buffer: fields are rarely recorded twice).
-    fn put(&mut self, name: &'static str, write: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.json.len();
-        write(&mut self.json);
-        let range = start..self.json.len();
-        match self.fields.iter_mut().find(|(known, _)| *known == name) {
-            Some((_, known)) => *known = range,
-            None => self.fields.push((name, range)),
+    /// Records `name` with the text `write` appends. A name recorded again takes its new value
+    /// (the old text stays unused in the buffer: fields are rarely recorded twice).
+    fn put(&mut self, name: &'static str, is_str: bool, write: impl FnOnce(&mut String)) {
+        let start = self.text.len();
+        write(&mut self.text);
+        let range = start..self.text.len();
+        match self.fields.iter_mut().find(|(known, ..)| *known == name) {
+            Some(known) => *known = (name, range, is_str),
+            None => self.fields.push((name, range, is_str)),
         }
     }
 
     /// Records a field under its own (ECS) name. Fields that only steer the OpenTelemetry
     /// layer (`otel.*`) are left out.
-    fn field(&mut self, field: &Field, write: impl FnOnce(&mut Vec<u8>)) {
+    fn field(&mut self, field: &Field, is_str: bool, write: impl FnOnce(&mut String)) {
         if !field.name().starts_with("otel.") {
-            self.put(field.name(), write);
+            self.put(field.name(), is_str, write);
         }
     }
 }
 
 impl Visit for JsonFields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.field(field, |json| write_str(json, value));
+        self.field(field, true, |text| text.push_str(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |json| {
-            let _ = write!(json, "{value}");
+        self.field(field, false, |text| {
+            let _ = fmt::Write::write_fmt(text, format_args!("{value}"));
         });
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, |json| {
-            let _ = write!(json, "{value}");
+        self.field(field, false, |text| {
+            let _ = fmt::Write::write_fmt(text, format_args!("{value}"));
         });
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.field(field, |json| {
-            json.extend_from_slice(if value { b"true" } else { b"false" });
+        self.field(field, false, |text| {
+            text.push_str(if value { "true" } else { "false" });
         });
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
         // serde_json writes what JSON can hold: `null` for NaN and the infinities.
-        self.field(field, |json| {
-            let _ = serde_json::to_writer(json, &value);
+        self.field(field, false, |text| {
+            text.push_str(&serde_json::to_string(&value).unwrap_or_default());
         });
     }
     /// `error = &err as &dyn Error` becomes ECS `error.message`, with its cause chain.
@@ -94,13 +111,11 @@ impl Visit for JsonFields {
             name => name,
         };
         let message = super::error_chain(value);
-        self.put(name, |json| write_str(json, &message));
+        self.put(name, true, |text| text.push_str(&message));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.field(field, |json| {
-            json.push(b'"');
-            let _ = fmt::write(&mut Escaping(json), format_args!("{value:?}"));
-            json.push(b'"');
+        self.field(field, true, |text| {
+            let _ = fmt::Write::write_fmt(text, format_args!("{value:?}"));
         });
     }
 }
@@ -146,16 +161,6 @@ fn escape(json: &mut Vec<u8>, text: &str) {
         plain = i + 1;
     }
     json.extend_from_slice(&bytes[plain..]);
-}
-
-/// A `fmt::Write` that escapes what it is given into a JSON string's inside.
-pub(super) struct Escaping<'a>(pub(super) &'a mut Vec<u8>);
-
-impl fmt::Write for Escaping<'_> {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        escape(self.0, text);
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -337,11 +337,23 @@ fn message(out: &mut Vec<u8>, number: u32, body: impl FnOnce(&mut Vec<u8>)) {
     let len = out.len() - at - 1;
     if len < 0x80 {
         out[at] = len as u8;
-    } else {
-        let mut prefix = Vec::with_capacity(10);
-        varint(&mut prefix, len as u64);
-        out.splice(at..=at, prefix);
+        return;
     }
+    let mut prefix = [0u8; 10];
+    let mut width = 0;
+    let mut rest = len as u64;
+    while rest >= 0x80 {
+        prefix[width] = (rest as u8) | 0x80;
+        rest >>= 7;
+        width += 1;
+    }
+    prefix[width] = rest as u8;
+    width += 1;
+    // Make room for the extra bytes of the length, moving the body right.
+    let body = at + 1..out.len();
+    out.resize(out.len() + width - 1, 0);
+    out.copy_within(body, at + width);
+    out[at..at + width].copy_from_slice(&prefix[..width]);
 }
 
 /// A `string` field, left out when empty as proto3 does.
