@@ -309,8 +309,11 @@ pub enum InvalidOrder {
 
 impl From<InvalidOrder> for Problem {
     fn from(invalid: InvalidOrder) -> Self {
-        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request")
-            .with_detail(invalid.to_string())
+        Problem::from_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid request",
+            &invalid,
+        )
     }
 }
 

@@ -52,8 +52,7 @@ impl IdempotencyKey {
 
 impl From<InvalidKey> for Problem {
     fn from(err: InvalidKey) -> Self {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid Idempotency-Key")
-            .with_detail(err.to_string())
+        Problem::from_error(StatusCode::BAD_REQUEST, "invalid Idempotency-Key", &err)
     }
 }
 

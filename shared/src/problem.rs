@@ -1,5 +1,7 @@
 //! RFC 9457 problem details, the one error shape every ordertrail endpoint answers with.
 
+use std::fmt;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -61,6 +63,20 @@ impl Problem {
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extensions.insert(key.to_owned(), value.into());
         self
+    }
+
+    /// The problem answering `error` with `status` and `title`: the error's message is the
+    /// detail (made safe to show, as by [`Problem::with_detail`]). For an error the client may
+    /// read in full; an internal one is [`Problem::internal`].
+    ///
+    /// Each service's `ApiError::problem` maps its variants with this, one arm each, adding a
+    /// problem type or extension members where a client tells the problems apart.
+    pub fn from_error(
+        status: StatusCode,
+        title: impl Into<String>,
+        error: &dyn fmt::Display,
+    ) -> Self {
+        Self::new(status, title).with_detail(error.to_string())
     }
 
     /// A 500 that hides `err` from the client and logs it once, with its cause chain.

@@ -53,33 +53,39 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let problem = match &self {
+impl ApiError {
+    /// The problem document this error is answered with.
+    pub fn problem(&self) -> Problem {
+        match self {
             Self::OutOfStock {
                 sku,
                 requested,
                 available,
-            } => Problem::new(StatusCode::CONFLICT, "out of stock")
+            } => Problem::from_error(StatusCode::CONFLICT, "out of stock", self)
                 .with_type("/problems/out-of-stock")
-                .with_detail(self.to_string())
                 .with("sku", sku.as_str())
                 .with("requested", *requested)
                 .with("available", *available),
             Self::UnknownProduct(sku) => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown product")
-                    .with_detail(self.to_string())
+                Problem::from_error(StatusCode::UNPROCESSABLE_ENTITY, "unknown product", self)
                     .with("sku", sku.as_str())
             }
-            Self::Invalid(_) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request")
-                .with_detail(self.to_string()),
-            Self::NoReservation(_) => {
-                Problem::new(StatusCode::NOT_FOUND, "no reservation").with_detail(self.to_string())
+            Self::Invalid(_) => {
+                Problem::from_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid request", self)
             }
-            Self::Conflict { .. } => Problem::new(StatusCode::CONFLICT, "reservation conflict")
-                .with_detail(self.to_string()),
+            Self::NoReservation(_) => {
+                Problem::from_error(StatusCode::NOT_FOUND, "no reservation", self)
+            }
+            Self::Conflict { .. } => {
+                Problem::from_error(StatusCode::CONFLICT, "reservation conflict", self)
+            }
             Self::Database(err) => Problem::internal(err),
-        };
-        problem.into_response()
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.problem().into_response()
     }
 }

@@ -41,16 +41,18 @@ impl ApiError {
         match self {
             Self::Invalid(invalid) => Problem::from(invalid.clone()),
             Self::Key(invalid) => Problem::from(invalid.clone()),
-            Self::KeyReused => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency key reused")
-                    .with_type("/problems/idempotency-key-reused")
-                    .with_detail(self.to_string())
+            Self::KeyReused => Problem::from_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency key reused",
+                self,
+            )
+            .with_type("/problems/idempotency-key-reused"),
+            Self::InProgress(order_id) => {
+                Problem::from_error(StatusCode::CONFLICT, "request in progress", self)
+                    .with("order_id", order_id.as_str())
             }
-            Self::InProgress(order_id) => Problem::new(StatusCode::CONFLICT, "request in progress")
-                .with_detail(self.to_string())
-                .with("order_id", order_id.as_str()),
             Self::NotFound(_) => {
-                Problem::new(StatusCode::NOT_FOUND, "order not found").with_detail(self.to_string())
+                Problem::from_error(StatusCode::NOT_FOUND, "order not found", self)
             }
             Self::Database(err) => Problem::internal(err),
         }

@@ -48,31 +48,36 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let problem = match &self {
+impl ApiError {
+    /// The problem document this error is answered with.
+    pub fn problem(&self) -> Problem {
+        match self {
             Self::Declined(payment) => {
-                Problem::new(StatusCode::PAYMENT_REQUIRED, "payment declined")
+                Problem::from_error(StatusCode::PAYMENT_REQUIRED, "payment declined", self)
                     .with_type("/problems/payment-declined")
-                    .with_detail(self.to_string())
                     .with("order_id", payment.order_id.as_str())
                     .with("payment_id", payment.payment_id.as_str())
                     .with("reason", payment.decline_reason.clone().unwrap_or_default())
             }
-            Self::Invalid(_) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid request")
-                .with_detail(self.to_string()),
-            Self::NotFound(_) => {
-                Problem::new(StatusCode::NOT_FOUND, "no payment").with_detail(self.to_string())
+            Self::Invalid(_) => {
+                Problem::from_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid request", self)
             }
+            Self::NotFound(_) => Problem::from_error(StatusCode::NOT_FOUND, "no payment", self),
             Self::NotRefundable { .. } => {
-                Problem::new(StatusCode::CONFLICT, "not refundable").with_detail(self.to_string())
+                Problem::from_error(StatusCode::CONFLICT, "not refundable", self)
             }
-            Self::ProviderTimeout(_) => {
-                Problem::new(StatusCode::GATEWAY_TIMEOUT, "payment provider timed out")
-                    .with_detail(self.to_string())
-            }
+            Self::ProviderTimeout(_) => Problem::from_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "payment provider timed out",
+                self,
+            ),
             Self::Database(err) => Problem::internal(err),
-        };
-        problem.into_response()
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.problem().into_response()
     }
 }
