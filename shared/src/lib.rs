@@ -14,5 +14,12 @@ pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
 
+/// What the crate's macros (`audit!`, `record_failure!`) call, by a path that works in every
+/// crate that uses them.
+#[doc(hidden)]
+pub mod __private {
+    pub use tracing;
+}
+
 /// The baggage key the gateway sets and every service copies onto its spans and log lines.
 pub const CUSTOMER_ID: &str = "customer.id";

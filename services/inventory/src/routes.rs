@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json as JsonResponse, Router};
 use ordertrail_shared::api::{OrderLine, OrderLines, Product, Reservation, ReserveRequest};
 use ordertrail_shared::http::Json;
-use ordertrail_shared::telemetry::record_error;
+use ordertrail_shared::record_failure;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -44,7 +44,7 @@ async fn restock(
             Ok(JsonResponse(products))
         }
         Err(err) => {
-            record_error(&tracing::Span::current(), err.kind(), &err);
+            record_failure!(INFO, err.kind(), &err, "restock refused");
             Err(err)
         }
     }
@@ -71,8 +71,7 @@ async fn reserve(
     {
         Ok(done) => done,
         Err(err) => {
-            record_error(&tracing::Span::current(), err.kind(), &err);
-            tracing::info!(error.type = err.kind(), error.message = %err, "reservation refused");
+            record_failure!(INFO, err.kind(), &err, "reservation refused");
             return Err(err);
         }
     };

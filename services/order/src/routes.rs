@@ -62,13 +62,7 @@ async fn place_order(
         KeyClaim::InProgress { order_id } => return Err(ApiError::InProgress(order_id)),
         KeyClaim::Mismatch => return Err(ApiError::KeyReused),
     }
-    tracing::info!(
-        event.dataset = "ordertrail.audit",
-        event.action = "order-created",
-        event.outcome = "success",
-        order.id = %order_id,
-        "order created"
-    );
+    ordertrail_shared::audit!("order-created", order.id = %order_id, "order created");
 
     // The saga runs in a task of its own: a caller that hangs up must not stop a checkout
     // half-way, and the answer is kept for the idempotency key either way.

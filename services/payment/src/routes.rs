@@ -8,7 +8,7 @@ use axum::{Json as JsonResponse, Router};
 use ordertrail_shared::api::{ChargeRequest, Payment, PaymentStatus};
 use ordertrail_shared::card::CardNumber;
 use ordertrail_shared::http::Json;
-use ordertrail_shared::telemetry::record_error;
+use ordertrail_shared::{audit, record_failure};
 use tracing::field::Empty;
 
 use crate::AppState;
@@ -65,25 +65,19 @@ async fn charge(
     let (payment, created) = state.store.insert(&attempt).await?;
     span.record("payment.id", payment.payment_id.as_str());
     if created && payment.status == PaymentStatus::Captured {
-        tracing::info!(
-            event.dataset = "ordertrail.audit",
-            event.action = "payment-captured",
-            event.outcome = "success",
-            "payment captured"
-        );
+        audit!("payment-captured", "payment captured");
     }
     // The provider has decided, and the payment says what; its answer is what gets lost.
     if let Some(delay) = state.store.database().faults().provider_timeout() {
         tokio::time::sleep(delay).await;
         let err = ApiError::ProviderTimeout(delay);
-        record_error(&span, err.kind(), &err);
+        record_failure!(INFO, err.kind(), &err, "the card provider did not answer");
         return Err(err);
     }
     match payment.status {
         PaymentStatus::Declined => {
             let err = ApiError::Declined(Box::new(payment));
-            record_error(&span, err.kind(), &err);
-            tracing::info!(error.type = err.kind(), error.message = %err, "payment declined");
+            record_failure!(INFO, err.kind(), &err, "payment declined");
             Err(err)
         }
         _ if created => Ok((StatusCode::CREATED, JsonResponse(payment))),
@@ -115,10 +109,8 @@ async fn refund(
 ) -> Result<JsonResponse<Payment>, ApiError> {
     let (payment, refunded) = state.store.refund(&order_id).await?;
     if refunded {
-        tracing::info!(
-            event.dataset = "ordertrail.audit",
-            event.action = "payment-refunded",
-            event.outcome = "success",
+        audit!(
+            "payment-refunded",
             payment.id = %payment.payment_id,
             order.total_cents = payment.amount_cents,
             "payment refunded"

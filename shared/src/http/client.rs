@@ -142,8 +142,7 @@ impl Call {
                     } else {
                         "request"
                     };
-                    crate::telemetry::record_error(&span, kind, &err);
-                    tracing::warn!(error.type = kind, error = &err as &dyn std::error::Error, "call failed");
+                    crate::record_failure!(WARN, kind, &err, "call failed");
                     Err(err)
                 }
             }

@@ -11,6 +11,7 @@
 
 mod config;
 mod ecs;
+mod events;
 mod export;
 mod fields;
 mod filter;
@@ -39,6 +40,7 @@ use tracing_subscriber::{Layer, Registry};
 use config::DEFAULT_LOG_FILTER;
 pub use config::{LogFormat, OtlpProtocol, TelemetryConfig, VARIABLES};
 pub use ecs::{EcsLayer, LineSink, ServiceIdentity};
+pub use events::AUDIT_DATASET;
 pub use export::{BaggageSpanProcessor, CountingBatchProcessor, CountingExporter, ExportStats};
 pub use stdout::{Stdout, StdoutGuard};
 
