@@ -21,7 +21,7 @@ mod store;
 use axum::Router;
 use ordertrail_shared::db::Database;
 use ordertrail_shared::faults::Faults;
-use ordertrail_shared::http::{Door, Limits, Service, ServiceClient, app};
+use ordertrail_shared::http::{Service, ServiceClient, internal_app};
 
 pub use config::Config;
 pub use error::ApiError;
@@ -44,14 +44,7 @@ pub struct AppState {
 /// The service's routes, traced, plus untraced health checks.
 pub fn router(state: AppState) -> Router {
     let db = state.store.database().clone();
-    let faults = db.faults().clone();
-    app(
-        routes::routes().with_state(state),
-        Door::Internal,
-        Some(db),
-        &Limits::default(),
-        &faults,
-    )
+    internal_app(routes::routes().with_state(state), &db)
 }
 
 /// Connects to the database, migrates it, keeps finishing stalled sagas in the background,

@@ -11,5 +11,5 @@ mod service;
 pub use client::{Call, ServiceClient};
 pub use json::Json;
 pub use limits::Limits;
-pub use server::{Door, app};
+pub use server::{Door, app, internal_app};
 pub use service::Service;

@@ -66,6 +66,19 @@ pub fn app(
         .merge(health_routes(database).method_not_allowed_fallback(method_not_allowed))
 }
 
+/// An internal service's [`app`]: behind [`Door::Internal`] with the default [`Limits`], its
+/// fault rules taken from `database` (where its slow-query faults strike too), and ready while
+/// `database` answers.
+pub fn internal_app(routes: Router, database: &Database) -> Router {
+    app(
+        routes,
+        Door::Internal,
+        Some(database.clone()),
+        &Limits::default(),
+        database.faults(),
+    )
+}
+
 async fn trace_request(State(door): State<Door>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let route = request
