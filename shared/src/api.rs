@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::card::{MaskedCard, PaymentCard};
 use crate::problem::Problem;
 
-/// A product in the catalogue (`GET /products` on inventory, `GET /api/products` on gateway).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A product in the catalogue (`GET /products` on inventory, `GET /api/products` on gateway);
+/// read from a row with these columns as `Product::from_row` (inventory's `products`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Product {
     /// Stock keeping unit, the product's id.
     pub sku: String,
@@ -31,8 +32,9 @@ pub struct OrderLine {
     pub quantity: i64,
 }
 
-/// A priced line, as reserved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A priced line, as reserved; read from a row with these columns as `PricedLine::from_row`
+/// (inventory's `reservation_items`, order's `order_items`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct PricedLine {
     /// The product.
     pub sku: String,

@@ -2,7 +2,7 @@
 
 use ordertrail_shared::api::{OrderLine, PricedLine, Product, Reservation, ReservationStatus};
 use ordertrail_shared::db::{Database, Sql, Transaction, now, retry_transaction};
-use sqlx::Row;
+use sqlx::{FromRow as _, Row};
 
 use crate::error::ApiError;
 
@@ -96,16 +96,10 @@ impl Store {
     /// The whole catalogue, by SKU.
     pub async fn products(&self) -> Result<Vec<Product>, ApiError> {
         let rows = self.db.query(&LIST_PRODUCTS).fetch_all().await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Product {
-                    sku: row.try_get("sku")?,
-                    name: row.try_get("name")?,
-                    price_cents: row.try_get("price_cents")?,
-                    stock: row.try_get("stock")?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(Product::from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Adds each line's quantity to its product's stock, all or nothing, and returns those
@@ -136,12 +130,7 @@ impl Store {
                 .fetch_optional()
                 .await?
                 .ok_or_else(|| ApiError::UnknownProduct(line.sku.clone()))?;
-            let product = Product {
-                sku: row.try_get("sku")?,
-                name: row.try_get("name")?,
-                price_cents: row.try_get("price_cents")?,
-                stock: row.try_get("stock")?,
-            };
+            let product = Product::from_row(&row)?;
             if raised == 0 {
                 // Dropping the transaction rolls back the lines already raised.
                 return Err(ApiError::Invalid(format!(
@@ -268,14 +257,8 @@ impl Store {
             .fetch_all()
             .await?
             .iter()
-            .map(|row| {
-                Ok(PricedLine {
-                    sku: row.try_get("sku")?,
-                    quantity: row.try_get("quantity")?,
-                    unit_price_cents: row.try_get("unit_price_cents")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()?;
+            .map(PricedLine::from_row)
+            .collect::<Result<_, _>>()?;
         Ok(Reservation {
             order_id: order_id.to_owned(),
             status: ReservationStatus::parse(&status).ok_or_else(|| {

@@ -9,7 +9,7 @@ mod keys;
 use ordertrail_shared::api::{Order, OrderLine, OrderStatus, PricedLine};
 use ordertrail_shared::card::MaskedCard;
 use ordertrail_shared::db::{Database, Sql, now, timestamp};
-use sqlx::Row;
+use sqlx::{FromRow as _, Row};
 
 pub use self::keys::KeyClaim;
 use crate::domain::Failure;
@@ -228,14 +228,8 @@ impl Store {
             .fetch_all()
             .await?
             .iter()
-            .map(|item| {
-                Ok(PricedLine {
-                    sku: item.try_get("sku")?,
-                    quantity: item.try_get("quantity")?,
-                    unit_price_cents: item.try_get("unit_price_cents")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()?;
+            .map(PricedLine::from_row)
+            .collect::<Result<_, _>>()?;
         let status: String = row.try_get("status")?;
         let brand: Option<String> = row.try_get("card_brand")?;
         let last4: Option<String> = row.try_get("card_last4")?;
