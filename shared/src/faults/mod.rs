@@ -33,6 +33,10 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use opentelemetry::KeyValue;
+use opentelemetry_semantic_conventions::attribute::{
+    FEATURE_FLAG_KEY, FEATURE_FLAG_PROVIDER_NAME, FEATURE_FLAG_RESULT_VALUE,
+    FEATURE_FLAG_RESULT_VARIANT,
+};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tracing::Span;
@@ -407,10 +411,10 @@ fn report(span: &Span, kind: Kind, value: &str, detail: &str) {
     span.add_event(
         "feature_flag.evaluation",
         vec![
-            KeyValue::new("feature_flag.key", format!("fault.{}", kind.as_str())),
-            KeyValue::new("feature_flag.result.variant", variant),
-            KeyValue::new("feature_flag.result.value", value.to_owned()),
-            KeyValue::new("feature_flag.provider.name", "ordertrail.faults"),
+            KeyValue::new(FEATURE_FLAG_KEY, format!("fault.{}", kind.as_str())),
+            KeyValue::new(FEATURE_FLAG_RESULT_VARIANT, variant),
+            KeyValue::new(FEATURE_FLAG_RESULT_VALUE, value.to_owned()),
+            KeyValue::new(FEATURE_FLAG_PROVIDER_NAME, "ordertrail.faults"),
         ],
     );
     span.in_scope(|| {

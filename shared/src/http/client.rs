@@ -6,6 +6,10 @@ use std::time::Duration;
 use axum::http::Method;
 use opentelemetry::global;
 use opentelemetry_http::HeaderInjector;
+use opentelemetry_semantic_conventions::attribute::{
+    ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, OTEL_STATUS_CODE, SERVER_ADDRESS,
+    SERVER_PORT, URL_FULL, URL_TEMPLATE,
+};
 use reqwest::{RequestBuilder, Response};
 use serde::Serialize;
 use tracing::Instrument;
@@ -104,18 +108,19 @@ impl Call {
         let (client, request) = self.request.build_split();
         let mut request = request?;
         let url = request.url();
+        // `otel.name` and `otel.kind` are tracing-opentelemetry's own fields, not attributes.
         let span = tracing::info_span!(
             "http.client",
             otel.name = format!("{} {}", request.method(), self.route),
             otel.kind = "client",
-            otel.status_code = Empty,
-            http.request.method = %request.method(),
-            server.address = url.host_str().unwrap_or_default(),
-            server.port = url.port_or_known_default().unwrap_or_default(),
-            url.full = %url,
-            url.template = self.route,
-            http.response.status_code = Empty,
-            error.type = Empty,
+            { OTEL_STATUS_CODE } = Empty,
+            { HTTP_REQUEST_METHOD } = %request.method(),
+            { SERVER_ADDRESS } = url.host_str().unwrap_or_default(),
+            { SERVER_PORT } = url.port_or_known_default().unwrap_or_default(),
+            { URL_FULL } = %url,
+            { URL_TEMPLATE } = self.route,
+            { HTTP_RESPONSE_STATUS_CODE } = Empty,
+            { ERROR_TYPE } = Empty,
         );
         async move {
             // The span is entered here, so the current context is the client span's own.
@@ -127,10 +132,10 @@ impl Call {
             match client.execute(request).await {
                 Ok(response) => {
                     let status = response.status();
-                    span.record("http.response.status_code", status.as_u16());
+                    span.record(HTTP_RESPONSE_STATUS_CODE, status.as_u16());
                     if status.is_client_error() || status.is_server_error() {
-                        span.record("otel.status_code", "error");
-                        span.record("error.type", status.as_str());
+                        span.record(OTEL_STATUS_CODE, "error");
+                        span.record(ERROR_TYPE, status.as_str());
                     }
                     Ok(response)
                 }

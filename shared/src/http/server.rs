@@ -14,6 +14,10 @@ use opentelemetry::baggage::BaggageExt;
 use opentelemetry::global;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_http::HeaderExtractor;
+use opentelemetry_semantic_conventions::attribute::{
+    ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, OTEL_STATUS_CODE,
+    URL_PATH, URL_SCHEME,
+};
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -95,18 +99,19 @@ async fn trace_request(State(door): State<Door>, request: Request, next: Next) -
     if door == Door::Public {
         parent = parent.with_cleared_baggage();
     }
+    // `otel.name` and `otel.kind` are tracing-opentelemetry's own fields, not attributes.
     let span = tracing::info_span!(
         "http.server",
         otel.name = name,
         otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = %method,
-        http.route = route,
-        url.path = truncated(request.uri().path(), MAX_PATH_ON_SPAN),
-        url.scheme = "http",
-        http.response.status_code = Empty,
-        error.type = Empty,
-        customer.id = Empty,
+        { OTEL_STATUS_CODE } = Empty,
+        { HTTP_REQUEST_METHOD } = %method,
+        { HTTP_ROUTE } = route,
+        { URL_PATH } = truncated(request.uri().path(), MAX_PATH_ON_SPAN),
+        { URL_SCHEME } = "http",
+        { HTTP_RESPONSE_STATUS_CODE } = Empty,
+        { ERROR_TYPE } = Empty,
+        { crate::CUSTOMER_ID } = Empty,
     );
     if let Some(customer) = parent.baggage().get(crate::CUSTOMER_ID) {
         span.record(crate::CUSTOMER_ID, customer.as_str());
@@ -117,11 +122,11 @@ async fn trace_request(State(door): State<Door>, request: Request, next: Next) -
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    span.record(HTTP_RESPONSE_STATUS_CODE, status.as_u16());
     if status.is_server_error() {
         // Only 5xx are errors of a server span; a 4xx is the caller's mistake.
-        span.record("otel.status_code", "error");
-        span.record("error.type", status.as_str());
+        span.record(OTEL_STATUS_CODE, "error");
+        span.record(ERROR_TYPE, status.as_str());
     }
     if let Some(value) = traceresponse(&span) {
         response.headers_mut().insert("traceresponse", value);

@@ -16,6 +16,9 @@ use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, Key};
 use opentelemetry_sdk::Resource;
+use opentelemetry_semantic_conventions::attribute::{
+    DEPLOYMENT_ENVIRONMENT_NAME, SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_VERSION,
+};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tracing::span::{Attributes, Record};
@@ -59,13 +62,13 @@ impl ServiceIdentity {
                 .map(|value| value.as_str().into_owned())
         };
         // The SDK always sets service.name; the fallback is its own default.
-        let name = get("service.name").unwrap_or_else(|| "unknown_service".to_owned());
+        let name = get(SERVICE_NAME).unwrap_or_else(|| "unknown_service".to_owned());
         Self {
             dataset: format!("ordertrail.{name}"),
             name,
-            version: get("service.version"),
-            namespace: get("service.namespace"),
-            environment: get("deployment.environment.name"),
+            version: get(SERVICE_VERSION),
+            namespace: get(SERVICE_NAMESPACE),
+            environment: get(DEPLOYMENT_ENVIRONMENT_NAME),
         }
     }
 

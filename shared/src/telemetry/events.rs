@@ -88,6 +88,24 @@ mod tests {
         assert_eq!(line["log.logger"], module_path!(), "the caller's module");
     }
 
+    /// Log lines are ECS documents, so their fields keep ECS's names, written as literals in
+    /// `tracing` macros (`error.type = ..`) and in the ECS writer (`service.name`...). Where the
+    /// semantic conventions name the same thing (tracing-opentelemetry puts an event's fields on
+    /// its span event, and the service fields come from the resource), the names must agree.
+    #[test]
+    fn the_log_fields_the_conventions_also_name_have_their_names() {
+        use opentelemetry_semantic_conventions::attribute::{
+            ERROR_TYPE, SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_VERSION,
+        };
+        let error = std::io::Error::other("refused");
+        let line = line_of(|| {
+            crate::record_failure!(INFO, "connect", &error, "call failed");
+        });
+        for field in [ERROR_TYPE, SERVICE_NAME, SERVICE_VERSION, SERVICE_NAMESPACE] {
+            assert!(line.get(field).is_some(), "{field} in {line}");
+        }
+    }
+
     #[test]
     fn a_failure_is_one_line_with_its_type_and_cause_chain_from_the_callers_module() {
         let error = crate::telemetry::tests::Failed(std::io::Error::other("connection reset"));

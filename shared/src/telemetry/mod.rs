@@ -31,6 +31,10 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::resource::EnvResourceDetector;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
+use opentelemetry_semantic_conventions::attribute::{
+    DEPLOYMENT_ENVIRONMENT_NAME, ERROR_TYPE, EXCEPTION_MESSAGE, EXCEPTION_TYPE,
+    SERVICE_INSTANCE_ID, SERVICE_NAMESPACE, SERVICE_VERSION,
+};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -261,10 +265,10 @@ fn otlp_exporter(
 pub fn resource(service_name: &str) -> Resource {
     Resource::builder_empty()
         .with_attributes([
-            KeyValue::new("service.namespace", "ordertrail"),
-            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-            KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
-            KeyValue::new("deployment.environment.name", "development"),
+            KeyValue::new(SERVICE_NAMESPACE, "ordertrail"),
+            KeyValue::new(SERVICE_VERSION, env!("CARGO_PKG_VERSION")),
+            KeyValue::new(SERVICE_INSTANCE_ID, uuid::Uuid::new_v4().to_string()),
+            KeyValue::new(DEPLOYMENT_ENVIRONMENT_NAME, "development"),
         ])
         .with_detector(Box::new(EnvResourceDetector::new()))
         .with_service_name(service_name.to_owned())
@@ -295,17 +299,18 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// Marks `span` failed: status Error, `error.type`, and an `exception` event carrying the
-/// error's message and cause chain. It writes no log line; the caller decides on that.
+/// error's message and cause chain. It writes no log line; to write the one that goes with it,
+/// use [`record_failure!`](crate::record_failure).
 pub fn record_error(span: &tracing::Span, error_type: &str, error: &dyn std::error::Error) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let message = error_chain(error);
     span.set_status(opentelemetry::trace::Status::error(message.clone()));
-    span.set_attribute("error.type", error_type.to_owned());
+    span.set_attribute(ERROR_TYPE, error_type.to_owned());
     span.add_event(
         "exception",
         vec![
-            KeyValue::new("exception.type", error_type.to_owned()),
-            KeyValue::new("exception.message", message),
+            KeyValue::new(EXCEPTION_TYPE, error_type.to_owned()),
+            KeyValue::new(EXCEPTION_MESSAGE, message),
         ],
     );
 }
