@@ -95,11 +95,7 @@ impl Store {
 
     /// The whole catalogue, by SKU.
     pub async fn products(&self) -> Result<Vec<Product>, ApiError> {
-        let rows = self.db.query(&LIST_PRODUCTS).fetch_all().await?;
-        Ok(rows
-            .iter()
-            .map(Product::from_row)
-            .collect::<Result<_, _>>()?)
+        Ok(self.db.query(&LIST_PRODUCTS).fetch_all_as().await?)
     }
 
     /// Adds each line's quantity to its product's stock, all or nothing, and returns those
@@ -254,11 +250,8 @@ impl Store {
             .db
             .query(&GET_ITEMS)
             .bind(order_id)
-            .fetch_all()
-            .await?
-            .iter()
-            .map(PricedLine::from_row)
-            .collect::<Result<_, _>>()?;
+            .fetch_all_as()
+            .await?;
         Ok(Reservation {
             order_id: order_id.to_owned(),
             status: ReservationStatus::parse(&status).ok_or_else(|| {

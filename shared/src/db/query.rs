@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use futures::TryFutureExt as _;
+use futures::{FutureExt as _, TryFutureExt as _};
 use opentelemetry_semantic_conventions::attribute::{
     DB_COLLECTION_NAME, DB_NAMESPACE, DB_OPERATION_NAME, DB_QUERY_TEXT, DB_SYSTEM_NAME,
 };
 use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::{Any, AnyConnection, AnyPool, Encode, Executor, Type};
+use sqlx::{Any, AnyConnection, AnyPool, Encode, Executor, FromRow, Type};
 use tracing::{Instrument, Span};
 
 use super::{Database, Sql};
@@ -120,6 +120,15 @@ impl<'q, E: Executor<'q, Database = Any> + 'q> Query<'q, E> {
     pub fn fetch_all(self) -> impl Future<Output = Result<Vec<AnyRow>, sqlx::Error>> + Send {
         let span = self.span();
         self.query.fetch_all(self.executor).traced(span)
+    }
+
+    /// Runs the query; every row, read as a `T` by the columns named after its fields
+    /// (`#[derive(sqlx::FromRow)]`).
+    pub fn fetch_all_as<T: for<'r> FromRow<'r, AnyRow>>(
+        self,
+    ) -> impl Future<Output = Result<Vec<T>, sqlx::Error>> + Send {
+        self.fetch_all()
+            .map(|rows| rows?.iter().map(T::from_row).collect())
     }
 
     /// Runs the query; its one row, or `RowNotFound`.

@@ -9,7 +9,7 @@ mod keys;
 use ordertrail_shared::api::{Order, OrderLine, OrderStatus, PricedLine};
 use ordertrail_shared::card::MaskedCard;
 use ordertrail_shared::db::{Database, Sql, now, timestamp};
-use sqlx::{FromRow as _, Row};
+use sqlx::Row;
 
 pub use self::keys::KeyClaim;
 use crate::domain::Failure;
@@ -225,11 +225,8 @@ impl Store {
             .db
             .query(&GET_ITEMS)
             .bind(order_id)
-            .fetch_all()
-            .await?
-            .iter()
-            .map(PricedLine::from_row)
-            .collect::<Result<_, _>>()?;
+            .fetch_all_as()
+            .await?;
         let status: String = row.try_get("status")?;
         let brand: Option<String> = row.try_get("card_brand")?;
         let last4: Option<String> = row.try_get("card_last4")?;
