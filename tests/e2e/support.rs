@@ -370,11 +370,13 @@ impl TestStack {
             );
             values.extend(found.into_iter().map(|(at, value)| (role, at, value)));
         }
+        // SQLite removes its -wal and -shm files when the last connection closes: a file listed
+        // here may be gone by the time it is read.
         let files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&self.dir)
             .unwrap()
-            .map(|entry| {
-                let path = entry.unwrap().path();
-                (path.display().to_string(), std::fs::read(&path).unwrap())
+            .filter_map(|entry| {
+                let path = entry.ok()?.path();
+                Some((path.display().to_string(), std::fs::read(&path).ok()?))
             })
             .collect();
         let mut places = Vec::new();
