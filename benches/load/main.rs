@@ -35,9 +35,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use drive::{REQUEST_TIMEOUT, Samples, Workload};
+use drive::{REQUEST_TIMEOUT, Workload};
 use ordertrail_testkit::receiver;
-use report::Measured;
+use report::{Measured, Round};
 use stack::{Db, Stack, Telemetry, Usage};
 
 /// The settings, from the command line.
@@ -91,9 +91,7 @@ impl Settings {
                         })
                         .collect::<anyhow::Result<_>>()?;
                 }
-                "--soak-minutes --service-env NAME=VALUE" => {
-                    settings.soak_minutes = value()?.parse()?
-                }
+                "--soak-minutes" => settings.soak_minutes = value()?.parse()?,
                 "--service-env" => {
                     let pair = value()?;
                     let (name, value) = pair
@@ -173,9 +171,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                         workload.name(),
                         round + 1
                     );
-                    let (samples, cpu, usage, spans) =
-                        measure(&http, &stacks[turn], workload, &settings, &spans).await?;
-                    results[turn].add(samples, &cpu, &usage, spans);
+                    let round = measure(&http, &stacks[turn], workload, &settings, &spans).await?;
+                    results[turn].add(round);
                 }
             }
             measured.extend(results);
@@ -224,20 +221,22 @@ async fn warm_up(http: &reqwest::Client, stack: &Stack) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One round: its answers, each service's CPU ticks over the round and its settle time, each
-/// service's memory at the end, and the spans received meanwhile.
+/// One round: its answers, each service's CPU ticks over the round and its settle time (and
+/// this process's: the load and the span receiver), each service's memory at the end, and the
+/// spans received meanwhile.
 async fn measure(
     http: &reqwest::Client,
     stack: &Stack,
     workload: Workload,
     settings: &Settings,
     spans: &AtomicU64,
-) -> anyhow::Result<(Samples, Vec<u64>, Vec<Usage>, u64)> {
+) -> anyhow::Result<Round> {
     if workload == Workload::Orders {
         // More than the fastest plausible round can sell of each SKU.
         drive::restock(http, &stack.inventory, 300 * settings.seconds).await?;
     }
     let before = stack.usage()?;
+    let bench_before = stack::own_usage()?;
     let spans_before = spans.load(Ordering::Relaxed);
     let duration = Duration::from_secs(settings.seconds);
     let samples = drive::run(
@@ -250,17 +249,18 @@ async fn measure(
     .await;
     tokio::time::sleep(settings.settle).await;
     let after = stack.usage()?;
-    let cpu = before
-        .iter()
-        .zip(&after)
-        .map(|(b, a)| a.cpu_ticks - b.cpu_ticks)
-        .collect();
-    Ok((
+    let bench_after = stack::own_usage()?;
+    Ok(Round {
         samples,
-        cpu,
-        after,
-        spans.load(Ordering::Relaxed) - spans_before,
-    ))
+        cpu_ticks: before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| a.cpu_ticks - b.cpu_ticks)
+            .collect(),
+        bench_ticks: bench_after.cpu_ticks - bench_before.cpu_ticks,
+        usage: after,
+        spans: spans.load(Ordering::Relaxed) - spans_before,
+    })
 }
 
 /// Loads one SQLite stack, telemetry on, for `settings.soak_minutes` minutes and prints every

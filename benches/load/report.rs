@@ -4,6 +4,20 @@
 use crate::drive::{Samples, Workload};
 use crate::stack::{ROLES, Usage};
 
+/// What one round measured.
+pub struct Round {
+    /// The answers.
+    pub samples: Samples,
+    /// CPU ticks per service, [`ROLES`] order.
+    pub cpu_ticks: Vec<u64>,
+    /// CPU ticks of the bench itself: the load and the span receiver.
+    pub bench_ticks: u64,
+    /// Each service's usage at the end.
+    pub usage: Vec<Usage>,
+    /// Spans received.
+    pub spans: u64,
+}
+
 /// Everything measured for one database, telemetry setting and workload, over its rounds.
 pub struct Measured {
     /// `sqlite` or `postgresql`.
@@ -17,6 +31,7 @@ pub struct Measured {
     /// The largest resident memory seen per service, KiB.
     rss_kib: [u64; 4],
     spans: u64,
+    bench_ticks: u64,
 }
 
 impl Measured {
@@ -30,17 +45,19 @@ impl Measured {
             cpu_ticks: [0; 4],
             rss_kib: [0; 4],
             spans: 0,
+            bench_ticks: 0,
         }
     }
 
     /// Adds one round.
-    pub fn add(&mut self, samples: Samples, cpu_ticks: &[u64], usage: &[Usage], spans: u64) {
-        self.samples.extend(samples);
-        for (i, ticks) in cpu_ticks.iter().enumerate() {
+    pub fn add(&mut self, round: Round) {
+        self.samples.extend(round.samples);
+        for (i, ticks) in round.cpu_ticks.iter().enumerate() {
             self.cpu_ticks[i] += ticks;
-            self.rss_kib[i] = self.rss_kib[i].max(usage[i].rss_kib);
+            self.rss_kib[i] = self.rss_kib[i].max(round.usage[i].rss_kib);
         }
-        self.spans += spans;
+        self.spans += round.spans;
+        self.bench_ticks += round.bench_ticks;
     }
 
     fn answered(&self) -> f64 {
@@ -62,15 +79,15 @@ impl Measured {
 pub fn print(measured: &[Measured], settings: &str) {
     println!("\n{settings}; CPU = utime + stime of the four services per answered request\n");
     println!(
-        "| database | telemetry | request | answered | errors | req/s | p50 ms | p99 ms | CPU/req µs | inventory | payment | order | gateway | spans/req | max RSS MB |"
+        "| database | telemetry | request | answered | errors | req/s | p50 ms | p99 ms | CPU/req µs | inventory | payment | order | gateway | spans/req | max RSS MB | load + receiver CPU/req µs |"
     );
-    println!("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    println!("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for m in measured {
         let per_role: Vec<String> = (0..ROLES.len())
             .map(|role| format!("{:.0}", m.cpu_us(role)))
             .collect();
         println!(
-            "| {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.0} | {} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.0} | {} | {:.1} | {:.1} | {:.0} |",
             m.db,
             m.telemetry,
             m.workload.name(),
@@ -83,6 +100,7 @@ pub fn print(measured: &[Measured], settings: &str) {
             per_role.join(" | "),
             m.spans as f64 / m.answered(),
             *m.rss_kib.iter().max().unwrap_or(&0) as f64 / 1024.0,
+            Usage::cpu(m.bench_ticks).as_secs_f64() * 1e6 / m.answered(),
         );
     }
     println!("\ntelemetry on against off, same run\n");

@@ -215,6 +215,11 @@ impl Drop for Stack {
     }
 }
 
+/// This process's CPU time and memory (the load and the span receiver).
+pub fn own_usage() -> anyhow::Result<Usage> {
+    usage_of(std::process::id())
+}
+
 /// The binary to run: `ORDERTRAIL_BENCH_BIN` if set (to measure another build, say the one
 /// before a change), else the one cargo built with this benchmark.
 fn binary() -> PathBuf {
