@@ -20,6 +20,11 @@ async fn gateway() -> (axum::Router, Arc<AtomicUsize>) {
         counter.fetch_add(1, Ordering::SeqCst);
         async { StatusCode::CREATED }
     });
+    (gateway_in_front_of(upstream).await, hits)
+}
+
+/// A gateway whose order and inventory upstream is `upstream`, served on a free port.
+async fn gateway_in_front_of(upstream: axum::Router) -> axum::Router {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, upstream).await });
@@ -31,7 +36,7 @@ async fn gateway() -> (axum::Router, Arc<AtomicUsize>) {
         operator_token: None,
         faults: Default::default(),
     };
-    (router(AppState::new(&config).unwrap()), hits)
+    router(AppState::new(&config).unwrap())
 }
 
 fn order_with(customer_id: Value, items: Value) -> Value {
@@ -316,19 +321,9 @@ async fn an_upstreams_retry_after_reaches_the_client() {
             r#"{"type":"about:blank","title":"overloaded","status":503}"#,
         )
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, busy).await });
-    let config = Config {
-        listen_addr: "127.0.0.1:0".parse().unwrap(),
-        order_url: url.clone(),
-        inventory_url: url,
-        payment_url: "http://127.0.0.1:9".into(),
-        operator_token: None,
-        faults: Default::default(),
-    };
 
-    let response = router(AppState::new(&config).unwrap())
+    let response = gateway_in_front_of(busy)
+        .await
         .oneshot(Request::get("/api/products").body(Body::empty()).unwrap())
         .await
         .unwrap();
