@@ -9,6 +9,7 @@
 //! `saga` and `idempotency`; those on `store`; everything on `domain`, which depends on nothing
 //! here.
 
+mod claim;
 pub mod config;
 mod domain;
 mod error;
@@ -56,7 +57,9 @@ pub async fn run(
     let database = Database::connect(&config.database_url, &MIGRATIONS)
         .await?
         .with_faults(Faults::new("order", config.faults));
-    let store = Store::new(database);
+    // A claim lasts as long as an order may stand still before the sweep takes it: a worker
+    // that dies leaves its orders to the sweep one lease later.
+    let store = Store::new(database).with_lease(config.stalled_after);
     let saga = Saga::new(
         store.clone(),
         ServiceClient::new(&config.inventory_url)?,

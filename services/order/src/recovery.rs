@@ -7,6 +7,7 @@ use ordertrail_shared::api::OrderStatus;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::claim;
 use crate::domain::{Failure, Outcome};
 use crate::idempotency::Answer;
 use crate::saga::Saga;
@@ -47,7 +48,9 @@ impl Recovery {
         }
     }
 
-    /// Finishes the orders untouched for `stalled_after` (see `Store::stalled_orders`): a
+    /// Finishes the orders untouched for `stalled_after` (see `Store::stalled_orders`), each
+    /// under its claim (`crate::claim`), so that no other replica's sweep and no live checkout
+    /// works on it meanwhile; an order another worker holds is left to it. A
     /// finished order gets its answer kept, a failure already recorded is
     /// compensated to its end, a paid order is committed, and an order stopped earlier (the
     /// service crashed) is undone as far as it may have got and fails `interrupted`. An order
@@ -65,8 +68,25 @@ impl Recovery {
             }
         };
         for order_id in open {
+            // Another replica's sweep may have taken it since the list was read.
+            let claim = match self.store().take_claim(&order_id).await {
+                Ok(Some(claim)) => claim,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::error!(
+                        error = &err as &dyn std::error::Error,
+                        order.id = %order_id,
+                        "cannot claim an open order"
+                    );
+                    continue;
+                }
+            };
+            // The span starts once the order is held: a recovery never overlaps other work on it.
             let span = tracing::info_span!("order.recover", order.id = %order_id);
-            self.recover(&order_id).instrument(span).await;
+            // Lost, the claim is logged by `hold`; the order is the next holder's.
+            let _ = claim::hold(self.store(), claim, self.recover(&order_id))
+                .instrument(span)
+                .await;
         }
     }
 

@@ -15,6 +15,7 @@ use ordertrail_shared::telemetry::current_trace_id;
 use tracing::Instrument;
 
 use crate::AppState;
+use crate::claim;
 use crate::error::ApiError;
 use crate::idempotency::{Answer, Fingerprint};
 use crate::store::{KeyClaim, NewOrder};
@@ -46,7 +47,7 @@ async fn place_order(
         card: &card,
         trace_id: trace_id.as_deref(),
     };
-    match state
+    let claim = match state
         .store
         .create(
             &new_order,
@@ -54,27 +55,33 @@ async fn place_order(
         )
         .await?
     {
-        KeyClaim::New => {}
+        KeyClaim::New(claim) => claim,
         KeyClaim::Replay { status, body } => {
             tracing::info!("idempotent replay");
             return Ok(stored_response(status, body));
         }
         KeyClaim::InProgress { order_id } => return Err(ApiError::InProgress(order_id)),
         KeyClaim::Mismatch => return Err(ApiError::KeyReused),
-    }
+    };
     ordertrail_shared::audit!("order-created", order.id = %order_id, "order created");
 
     // The saga runs in a task of its own: a caller that hangs up must not stop a checkout
-    // half-way, and the answer is kept for the idempotency key either way.
+    // half-way, and the answer is kept for the idempotency key either way. It runs under the
+    // order's claim, taken with the order, so that no recovery sweep works on it meanwhile.
     let (saga, store) = (state.saga.clone(), state.store.clone());
     let checkout = async move {
-        let answer = Answer::to(&saga.checkout(&order_id, order).await?);
-        answer.keep(&store, &order_id).await?;
-        Ok::<_, sqlx::Error>(answer)
+        let checkout = async {
+            let answer = Answer::to(&saga.checkout(&order_id, order).await?);
+            answer.keep(&store, &order_id).await?;
+            Ok::<_, sqlx::Error>(answer)
+        };
+        claim::hold(&store, claim, checkout)
+            .await
+            .map_err(|_| ApiError::Unfinished(order_id.clone()))
     };
     match tokio::spawn(checkout.in_current_span()).await {
         Ok(answer) => {
-            let answer = answer?;
+            let answer = answer??;
             Ok(stored_response(answer.status.as_u16(), answer.body))
         }
         Err(panicked) => Ok(Problem::internal(&panicked).into_response()),

@@ -17,6 +17,7 @@ use crate::store::{KeyClaim, NewOrder};
 use crate::{AppState, MIGRATIONS, Saga, Store, router};
 
 mod checkout;
+mod claims;
 mod proxy;
 mod recovery;
 mod store;
@@ -35,6 +36,8 @@ fn mugs(quantity: i64) -> Vec<OrderLine> {
     }]
 }
 
+/// Creates an order as a request would, then lets its claim go, as when the process that
+/// created it died and its lease ran out: the order is the sweep's to take.
 async fn create(store: &Store, order_id: &str, key: Option<(&str, &str)>) -> KeyClaim {
     let (card, lines) = (visa(), mugs(2));
     let order = NewOrder {
@@ -44,7 +47,11 @@ async fn create(store: &Store, order_id: &str, key: Option<(&str, &str)>) -> Key
         card: &card,
         trace_id: None,
     };
-    store.create(&order, key).await.unwrap()
+    let created = store.create(&order, key).await.unwrap();
+    if let KeyClaim::New(claim) = &created {
+        store.release_claim(claim).await.unwrap();
+    }
+    created
 }
 
 /// A client of nothing: every call is refused.

@@ -25,8 +25,9 @@ const SAVE_RESPONSE: Sql = Sql {
 /// What a claimed idempotency key says about a request.
 #[derive(Debug)]
 pub enum KeyClaim {
-    /// The key is new and now belongs to this request (or no key was given).
-    New,
+    /// The key is new and now belongs to this request (or no key was given): the order is
+    /// created, and this request holds its claim.
+    New(super::Claim),
     /// The key was used with the same request, which has finished: answer the same.
     Replay {
         /// The first answer's status.

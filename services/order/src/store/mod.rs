@@ -1,23 +1,27 @@
 //! The orders database: orders and their lines here, idempotency keys and their answers in
-//! `keys`.
+//! `keys`, the claims that keep two workers off one order in `claims`.
 //!
 //! Every method returns database errors as they come (`sqlx::Error`); what they mean to a
 //! client is for the routes to say.
 
+mod claims;
 mod keys;
+
+use std::time::Duration;
 
 use ordertrail_shared::api::{Order, OrderLine, OrderStatus, PricedLine};
 use ordertrail_shared::card::MaskedCard;
 use ordertrail_shared::db::{Database, Sql, now, timestamp};
 use sqlx::Row;
 
+pub use self::claims::Claim;
 pub use self::keys::KeyClaim;
 use crate::domain::Failure;
 
 const INSERT_ORDER: Sql = Sql {
     operation: "INSERT",
     collection: "orders",
-    text: "INSERT INTO orders (order_id, customer_id, status, total_cents, card_brand, card_last4, trace_id, created_at, updated_at) VALUES ($1, $2, 'pending', 0, $3, $4, $5, $6, $6)",
+    text: "INSERT INTO orders (order_id, customer_id, status, total_cents, card_brand, card_last4, trace_id, created_at, updated_at, claimed_by, claimed_until) VALUES ($1, $2, 'pending', 0, $3, $4, $5, $6, $6, $7, $8)",
 };
 const INSERT_ITEM: Sql = Sql {
     operation: "INSERT",
@@ -63,8 +67,9 @@ const OPEN_ORDERS: Sql = Sql {
     operation: "SELECT",
     collection: "orders",
     // Two halves, each answered by a partial index (migration 0003) in both databases; with
-    // the `OR` inside one query, both read every row.
-    text: "SELECT order_id, created_at FROM orders WHERE updated_at < $1 AND status NOT IN ('confirmed', 'failed') UNION SELECT orders.order_id, orders.created_at FROM idempotency_keys JOIN orders ON orders.order_id = idempotency_keys.order_id WHERE idempotency_keys.response_status IS NULL AND orders.updated_at < $1 ORDER BY created_at",
+    // the `OR` inside one query, both read every row. An order under a live claim is being
+    // worked on (`claims`), however long ago it was last written.
+    text: "SELECT order_id, created_at FROM orders WHERE updated_at < $1 AND status NOT IN ('confirmed', 'failed') AND (claimed_until IS NULL OR claimed_until < $2) UNION SELECT orders.order_id, orders.created_at FROM idempotency_keys JOIN orders ON orders.order_id = idempotency_keys.order_id WHERE idempotency_keys.response_status IS NULL AND orders.updated_at < $1 AND (orders.claimed_until IS NULL OR orders.claimed_until < $2) ORDER BY created_at",
 };
 
 /// A new order, as the request gave it.
@@ -82,16 +87,30 @@ pub struct NewOrder<'a> {
     pub trace_id: Option<&'a str>,
 }
 
+/// How long a claim lasts unless renewed, when [`Store::with_lease`] does not say: the
+/// default of `RECOVERY_STALLED_AFTER`.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
+
 /// Orders over SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Database,
+    lease: Duration,
 }
 
 impl Store {
-    /// A store over `db`, already migrated.
+    /// A store over `db`, already migrated, whose claims last [`DEFAULT_LEASE`].
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self {
+            db,
+            lease: DEFAULT_LEASE,
+        }
+    }
+
+    /// This store with claims that last `lease` unless renewed.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
     }
 
     /// The database, for health checks.
@@ -99,9 +118,10 @@ impl Store {
         &self.db
     }
 
-    /// Creates a pending order with its (not yet priced) lines and, in the same transaction,
-    /// claims its idempotency key (`key`, `fingerprint`), so that a key never points at an
-    /// order that does not exist. Anything but [`KeyClaim::New`] creates nothing.
+    /// Creates a pending order with its (not yet priced) lines, claimed for the caller, and, in
+    /// the same transaction, claims its idempotency key (`key`, `fingerprint`), so that a key
+    /// never points at an order that does not exist and no sweep can take the order before its
+    /// checkout starts. Anything but [`KeyClaim::New`] creates nothing.
     pub async fn create(
         &self,
         order: &NewOrder<'_>,
@@ -116,6 +136,7 @@ impl Store {
             tx.rollback().await?;
             return self.existing_claim(key, fingerprint).await;
         }
+        let claim = Claim::new(order.order_id);
         tx.query(&INSERT_ORDER)
             .bind(order.order_id)
             .bind(order.customer_id)
@@ -123,6 +144,8 @@ impl Store {
             .bind(&order.card.last4)
             .bind(order.trace_id)
             .bind(now())
+            .bind(claim.token())
+            .bind(claims::until(self.lease))
             .execute()
             .await?;
         for line in order.lines {
@@ -134,7 +157,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        Ok(KeyClaim::New)
+        Ok(KeyClaim::New(claim))
     }
 
     /// Records why the order failed, before its compensation runs.
@@ -250,19 +273,17 @@ impl Store {
         self.get(order_id).await?.ok_or(sqlx::Error::RowNotFound)
     }
 
-    /// Ids of the orders untouched for `idle_for`, oldest first, that the sweep must finish:
-    /// those neither confirmed nor failed, and finished ones whose idempotency key has no
-    /// answer stored (the process stopped between the two).
-    pub async fn stalled_orders(
-        &self,
-        idle_for: std::time::Duration,
-    ) -> Result<Vec<String>, sqlx::Error> {
+    /// Ids of the orders untouched for `idle_for` and claimed by no one, oldest first, that the
+    /// sweep must finish: those neither confirmed nor failed, and finished ones whose
+    /// idempotency key has no answer stored (the process stopped between the two).
+    pub async fn stalled_orders(&self, idle_for: Duration) -> Result<Vec<String>, sqlx::Error> {
         let cutoff = timestamp(time::OffsetDateTime::now_utc() - idle_for);
         // No span: the recovery sweep asks every half minute, and a one-span trace each time
         // would bury the real ones. The orders it finds are recovered in spans of their own.
         self.db
             .query(&OPEN_ORDERS)
             .bind(cutoff)
+            .bind(now())
             .without_span()
             .fetch_all()
             .await?

@@ -18,7 +18,7 @@ async fn an_idempotency_key_is_new_then_in_progress_then_replayed_and_never_reus
         let store = Store::new(db);
         assert!(matches!(
             create(&store, "o-1", Some(("k", "fp-1"))).await,
-            KeyClaim::New
+            KeyClaim::New(_)
         ));
         let again = create(&store, "o-2", Some(("k", "fp-1"))).await;
         assert!(
