@@ -28,9 +28,10 @@ pub struct Config {
     /// `30s`).
     #[arg(long, env = "RECOVERY_SWEEP_EVERY", default_value = "30s", value_parser = positive_duration)]
     pub sweep_every: Duration,
-    /// How long an open order must stand still before the sweep finishes it
-    /// (`RECOVERY_STALLED_AFTER`, e.g. `2m`). Keep it well beyond the longest checkout (every
-    /// step's attempts timing out), or the sweep races a running saga.
+    /// How long an open order must stand still before the sweep finishes it, and how long a
+    /// claim on an order lasts unless its holder renews it (`RECOVERY_STALLED_AFTER`, e.g.
+    /// `2m`). A running checkout renews its claim every third of this, so the sweep never takes
+    /// it however long it runs; the orders of a replica that died wait this long for the sweep.
     #[arg(long, env = "RECOVERY_STALLED_AFTER", default_value = "2m", value_parser = positive_duration)]
     pub stalled_after: Duration,
     /// Faults to inject, as a JSON list of rules (`ORDERTRAIL_FAULTS`; none by default); they
@@ -38,6 +39,26 @@ pub struct Config {
     /// faults".
     #[arg(long, env = "ORDERTRAIL_FAULTS", default_value = "[]")]
     pub faults: Rules,
+    /// Whether this process is one of several replicas of the order service
+    /// (`ORDERTRAIL_REPLICATED`, `true` or `false`, default `false`). Replicas must share one
+    /// PostgreSQL database: a replicated service refuses to start on SQLite, whose file one
+    /// process owns (each replica would keep orders and idempotency keys of its own).
+    #[arg(long, env = "ORDERTRAIL_REPLICATED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub replicated: bool,
+}
+
+impl Config {
+    /// Refuses a replicated service on SQLite (see [`Config::replicated`]).
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.replicated && self.database_url.starts_with("sqlite:") {
+            anyhow::bail!(
+                "ORDERTRAIL_REPLICATED=true needs a PostgreSQL DATABASE_URL shared by every \
+                 replica: SQLite is for one process only, and replicas on SQLite files of their \
+                 own would each keep orders and idempotency keys apart"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// A humantime duration (`200ms`, `30s`, `2m`) that is not zero: a sweep every 0 s would spin.
@@ -59,5 +80,33 @@ mod tests {
         assert_eq!(positive_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(positive_duration("0s").is_err());
         assert!(positive_duration("soon").is_err());
+    }
+
+    fn config(database_url: &str, replicated: bool) -> Config {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: Config,
+        }
+        let mut config = Cli::parse_from(["order"]).config;
+        config.database_url = database_url.to_owned();
+        config.replicated = replicated;
+        config
+    }
+
+    #[test]
+    fn a_replicated_order_service_refuses_sqlite_and_takes_postgresql() {
+        let refused = config("sqlite://var/orders.db?mode=rwc", true).check();
+        assert!(
+            refused.unwrap_err().to_string().contains("PostgreSQL"),
+            "replicas on SQLite are refused, saying what they need"
+        );
+        assert!(
+            config("sqlite://var/orders.db?mode=rwc", false)
+                .check()
+                .is_ok()
+        );
+        assert!(config("postgres://orders@db/orders", true).check().is_ok());
     }
 }

@@ -54,6 +54,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    config.check()?;
     let database = Database::connect(&config.database_url, &MIGRATIONS)
         .await?
         .with_faults(Faults::new("order", config.faults));
