@@ -6,6 +6,7 @@
 
 pub mod config;
 mod error;
+mod metrics;
 mod routes;
 mod store;
 
@@ -13,6 +14,8 @@ use axum::Router;
 use ordertrail_shared::db::Database;
 use ordertrail_shared::faults::Faults;
 use ordertrail_shared::http::{Service, internal_app};
+
+use crate::metrics::StockGauge;
 
 pub use config::Config;
 pub use error::ApiError;
@@ -35,7 +38,8 @@ pub fn router(state: AppState) -> Router {
     internal_app(routes::routes().with_state(state), &db)
 }
 
-/// Connects to the database, migrates it and serves until `shutdown` completes.
+/// Connects to the database, migrates it, keeps the stock gauge's view of the stock fresh in
+/// the background, and serves until `shutdown` completes.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -47,6 +51,8 @@ pub async fn run(
     let state = AppState {
         store: Store::new(database),
     };
+    let stock = StockGauge::global(state.store.clone());
+    service.spawn(move |stop| stock.keep_fresh(stop));
     service.serve(router(state), shutdown).await?;
     Ok(())
 }

@@ -66,6 +66,11 @@ const RAISE_STOCK: Sql = Sql {
     collection: "products",
     text: "UPDATE products SET stock = stock + $1 WHERE sku = $2 AND stock + $1 <= $3",
 };
+const STOCK_LEVELS: Sql = Sql {
+    operation: "SELECT",
+    collection: "products",
+    text: "SELECT sku, stock FROM products ORDER BY sku LIMIT $1",
+};
 const GET_PRODUCT: Sql = Sql {
     operation: "SELECT",
     collection: "products",
@@ -96,6 +101,23 @@ impl Store {
     /// The whole catalogue, by SKU.
     pub async fn products(&self) -> Result<Vec<Product>, ApiError> {
         Ok(self.db.query(&LIST_PRODUCTS).fetch_all_as().await?)
+    }
+
+    /// The stock of the first `limit` products by SKU, for the stock gauge. No span: it runs
+    /// once per metric export, and a trace each time would bury the real ones.
+    pub async fn stock_levels(&self, limit: i64) -> Result<Vec<(String, i64)>, ApiError> {
+        let rows = self
+            .db
+            .query(&STOCK_LEVELS)
+            .bind(limit)
+            .without_span()
+            .fetch_all()
+            .await?;
+        let levels = rows
+            .iter()
+            .map(|row| Ok((row.try_get("sku")?, row.try_get("stock")?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(levels)
     }
 
     /// Adds each line's quantity to its product's stock, all or nothing, and returns those

@@ -7,6 +7,7 @@
 
 pub mod config;
 mod error;
+mod metrics;
 mod routes;
 mod store;
 

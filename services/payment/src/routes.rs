@@ -13,6 +13,7 @@ use tracing::field::Empty;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::metrics::metrics;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -66,6 +67,10 @@ async fn charge(
     span.record("payment.id", payment.payment_id.as_str());
     if created && payment.status == PaymentStatus::Captured {
         audit!("payment-captured", "payment captured");
+    }
+    // Counted once, when decided: a retried charge replays the same decline.
+    if created && let Some(reason) = decline_reason {
+        metrics().declined(reason);
     }
     // The provider has decided, and the payment says what; its answer is what gets lost.
     if let Some(delay) = state.store.database().faults().provider_timeout() {
