@@ -3,7 +3,8 @@
 //! `ordertrail serve <role>` runs one service, configured from the environment;
 //! `ordertrail up` runs all four as child processes with SQLite under `./var` and a trace
 //! console; `ordertrail healthcheck <url>` is the container health probe; `ordertrail load`
-//! drives the gateway and reports what it got.
+//! drives the gateway and reports what it got; `ordertrail forget --customer <id>` deletes a
+//! customer's log and audit lines from Elasticsearch.
 
 mod console;
 mod load;
@@ -42,6 +43,10 @@ enum Command {
     /// Drives the gateway with a mix of scenarios, checks every answer and reports latency
     /// per scenario and status with trace ids. Exits 1 when any answer was unexpected.
     Load(load::Args),
+    /// Deletes a customer's log and audit lines from Elasticsearch (every ordertrail data
+    /// stream) and reports how many went and what it cannot reach. Needs --user (or
+    /// ELASTICSEARCH_USER), ELASTICSEARCH_PASSWORD and --yes.
+    Forget(ordertrail::forget::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +87,7 @@ fn main() -> ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Healthcheck { url } => healthcheck(&url).await,
             Command::Load(args) => load::run(args).await,
+            Command::Forget(args) => ordertrail::forget::run(args).await,
         }
     });
     match result {

@@ -7,6 +7,8 @@ use std::time::Duration;
 use opentelemetry_sdk::trace::{OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT};
 use tracing_subscriber::filter::EnvFilter;
 
+use super::log_sampling::{LogSampling, RULES_VARIABLE, SAMPLE_VARIABLE};
+
 /// The largest span queue `OTEL_BSP_MAX_QUEUE_SIZE` may ask for.
 const MAX_SPAN_QUEUE_SIZE: usize = 1 << 20;
 
@@ -35,6 +37,8 @@ pub const VARIABLES: &[&str] = &[
     "OTEL_SDK_DISABLED",
     "LOG_FORMAT",
     "RUST_LOG",
+    super::log_sampling::SAMPLE_VARIABLE,
+    super::log_sampling::RULES_VARIABLE,
 ];
 
 /// Log line format, from `LOG_FORMAT`.
@@ -118,6 +122,9 @@ pub struct TelemetryConfig {
     /// `RUST_LOG`, default [`DEFAULT_LOG_FILTER`]. Whatever it says, the OpenTelemetry SDK's
     /// own line per failed export is not logged: the span loss warning reports that, once.
     pub log_filter: String,
+    /// The log-volume policy, from `ORDERTRAIL_LOG_SAMPLE` and `ORDERTRAIL_LOG_SAMPLE_RULES`
+    /// (see [`LogSampling`]); every line by default, and when a value does not parse.
+    pub log_sampling: LogSampling,
     /// Settings that could not be honoured, and what is used instead. [`init`] logs each one
     /// as a warning once logging is up.
     pub warnings: Vec<String>,
@@ -212,6 +219,14 @@ impl TelemetryConfig {
             ]
             .into_iter()
             .any(|name| var(name).is_some());
+        let log_sampling = LogSampling::parse(
+            var(SAMPLE_VARIABLE).as_deref(),
+            var(RULES_VARIABLE).as_deref(),
+        )
+        .unwrap_or_else(|err| {
+            warnings.push(format!("{err}; keeping every log line"));
+            LogSampling::default()
+        });
         let otlp_timeout = super::otlp::GrpcSpanExporter::timeout_from(var);
         let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         Self {
@@ -224,6 +239,7 @@ impl TelemetryConfig {
             span_queue_size,
             log_format,
             log_filter,
+            log_sampling,
             warnings,
         }
     }

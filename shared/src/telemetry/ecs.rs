@@ -28,6 +28,7 @@ use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::fields::{FieldValue, JsonFields, write_str};
+use super::log_sampling::{LogSampling, SampledOut, Sampler};
 
 /// The ECS version the field names follow.
 pub const ECS_VERSION: &str = "8.11.0";
@@ -89,12 +90,25 @@ impl ServiceIdentity {
 pub struct EcsLayer {
     identity: ServiceIdentity,
     sink: Box<dyn LineSink>,
+    /// The log-volume policy; `None` keeps every line.
+    sampling: Option<Sampler>,
 }
 
 impl EcsLayer {
     /// A layer writing every line to `sink`.
     pub fn new(identity: ServiceIdentity, sink: Box<dyn LineSink>) -> Self {
-        Self { identity, sink }
+        Self {
+            identity,
+            sink,
+            sampling: None,
+        }
+    }
+
+    /// The layer, writing only the lines `policy` keeps and counting the others in
+    /// `sampled_out`.
+    pub fn with_sampling(mut self, policy: LogSampling, sampled_out: SampledOut) -> Self {
+        self.sampling = Sampler::new(policy, sampled_out);
+        self
     }
 
     /// Writes the line of `event`, whose own fields are in `scratch.event`, into
@@ -246,6 +260,11 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: LayerContext<'_, S>) {
+        if let Some(sampling) = &self.sampling
+            && !sampling.keeps(event, &ctx)
+        {
+            return;
+        }
         let write = |scratch: &mut Scratch| {
             scratch.event.clear();
             event.record(&mut scratch.event);

@@ -15,6 +15,7 @@ mod events;
 mod export;
 mod fields;
 mod filter;
+mod log_sampling;
 mod otlp;
 mod proto;
 mod stdout;
@@ -46,6 +47,7 @@ pub use config::{LogFormat, OtlpProtocol, TelemetryConfig, VARIABLES};
 pub use ecs::{EcsLayer, LineSink, ServiceIdentity};
 pub use events::AUDIT_DATASET;
 pub use export::{BaggageSpanProcessor, CountingBatchProcessor, CountingExporter, ExportStats};
+pub use log_sampling::{LogSampling, SampledOut};
 pub use stdout::{Stdout, StdoutGuard};
 
 /// How long shutdown may spend flushing spans: services are killed 10 s after SIGTERM and need
@@ -57,6 +59,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
     stats: ExportStats,
+    /// Log lines the log-volume policy left out (not lost: never written).
+    sampled_out: SampledOut,
     /// Dropped after the rest (fields drop after `Drop::drop`), so that the lines written while
     /// flushing spans still reach stdout.
     stdout: Option<StdoutGuard>,
@@ -66,6 +70,12 @@ impl TelemetryGuard {
     /// Counters of exported and dropped spans.
     pub fn stats(&self) -> &ExportStats {
         &self.stats
+    }
+
+    /// Log lines left out by the log-volume policy (`ORDERTRAIL_LOG_SAMPLE`), as opposed to
+    /// lines lost because stdout did not keep up.
+    pub fn log_lines_sampled_out(&self) -> u64 {
+        self.sampled_out.get()
     }
 }
 
@@ -85,6 +95,12 @@ impl Drop for TelemetryGuard {
             _ => shut_down_spans(provider),
         }
         self.stats.report_total();
+        let sampled_out = self.sampled_out.get();
+        if sampled_out > 0 {
+            eprintln!(
+                "telemetry: {sampled_out} log lines left out by the log sampling policy (not lost)"
+            );
+        }
     }
 }
 
@@ -158,11 +174,13 @@ fn build(
         EnvFilter::new(DEFAULT_LOG_FILTER)
     });
     let log_filter = filter::log_filter(env_filter);
+    let sampled_out = SampledOut::default();
     let log_layer = match config.log_format {
         LogFormat::Json => {
             // Log lines name the service exactly as its spans do.
             let identity = ServiceIdentity::from_resource(&resource);
             EcsLayer::new(identity, stdout)
+                .with_sampling(config.log_sampling.clone(), sampled_out.clone())
                 .with_filter(log_filter)
                 .boxed()
         }
@@ -175,6 +193,7 @@ fn build(
     let guard = TelemetryGuard {
         provider: Some(provider),
         stats,
+        sampled_out,
         stdout: None,
     };
     (subscriber, guard, warnings)

@@ -298,6 +298,7 @@ async fn shutdown_gives_up_on_a_hung_export_within_its_budget() {
     let guard = TelemetryGuard {
         provider: Some(provider),
         stats: stats.clone(),
+        sampled_out: SampledOut::default(),
         stdout: None,
     };
 
