@@ -1,7 +1,7 @@
 //! Running a declared statement: [`Database::query`] and [`Transaction::query`] build a
 //! [`Query`], which runs under the statement's client span.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt as _, TryFutureExt as _};
 use opentelemetry_semantic_conventions::attribute::{
@@ -12,6 +12,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Encode, Executor, FromRow, Type};
 use tracing::{Instrument, Span};
 
 use super::{Database, Sql};
+use crate::telemetry::INSTRUMENTS;
 
 impl Database {
     /// `sql`, to bind its values to and run on the pool, under its client span.
@@ -41,7 +42,20 @@ impl Database {
             { DB_QUERY_TEXT } = sql.text,
         );
         let delay = self.faults.slow_query(sql, &span);
-        QuerySpan { span, delay }
+        QuerySpan {
+            span,
+            delay,
+            measured: Some(self.measured(sql)),
+        }
+    }
+
+    /// What a statement's `db.client.operation.duration` is recorded with.
+    fn measured(&self, sql: &Sql) -> Measured {
+        Measured {
+            system: self.system.as_str(),
+            operation: sql.operation,
+            collection: sql.collection,
+        }
     }
 }
 
@@ -149,7 +163,11 @@ impl<'q, E: Executor<'q, Database = Any> + 'q> Query<'q, E> {
         if self.spanned {
             self.db.span(self.sql)
         } else {
-            Span::none().into()
+            // Measured all the same: a duration costs no trace to bury the real ones in.
+            QuerySpan {
+                measured: Some(self.db.measured(self.sql)),
+                ..Span::none().into()
+            }
         }
     }
 }
@@ -163,12 +181,22 @@ impl<E> std::fmt::Debug for Query<'_, E> {
     }
 }
 
-/// A query's client span, and how long a slow-query fault holds the query back (inside the
-/// span). A plain [`Span`] (`Span::none()` for a transaction's `BEGIN`) holds nothing back.
+/// A query's client span, how long a slow-query fault holds the query back (inside the
+/// span), and the attributes of its duration. A plain [`Span`] (`Span::none()` for a
+/// transaction's `BEGIN`) holds nothing back and is not measured.
 #[derive(Debug)]
 struct QuerySpan {
     span: Span,
     delay: Duration,
+    measured: Option<Measured>,
+}
+
+/// The attributes of a statement's `db.client.operation.duration`.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    system: &'static str,
+    operation: &'static str,
+    collection: &'static str,
 }
 
 impl From<Span> for QuerySpan {
@@ -176,6 +204,7 @@ impl From<Span> for QuerySpan {
         Self {
             span,
             delay: Duration::ZERO,
+            measured: None,
         }
     }
 }
@@ -194,12 +223,26 @@ trait Traced<T>: Future<Output = Result<T, sqlx::Error>> + Sized {
     where
         Self: Send,
     {
-        let QuerySpan { span, delay } = span.into();
+        let QuerySpan {
+            span,
+            delay,
+            measured,
+        } = span.into();
         async move {
+            let started = Instant::now();
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             let output = self.instrument(Span::none()).await;
+            if let Some(Measured {
+                system,
+                operation,
+                collection,
+            }) = measured
+            {
+                let took = started.elapsed();
+                INSTRUMENTS.db_client(took, system, operation, collection, output.is_err());
+            }
             if let Err(err) = &output {
                 crate::telemetry::record_error(&span, "database", err);
             }

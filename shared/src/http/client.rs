@@ -1,7 +1,7 @@
 //! The client side of a hop: one client span per call, with the current trace context and
 //! baggage injected into the request headers.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use opentelemetry::global;
@@ -14,6 +14,8 @@ use reqwest::{RequestBuilder, Response};
 use serde::Serialize;
 use tracing::Instrument;
 use tracing::field::Empty;
+
+use crate::telemetry::{INSTRUMENTS, MetricServer};
 
 /// How long a call to another service may take in all, unless set with
 /// [`ServiceClient::with_timeout`].
@@ -31,6 +33,8 @@ pub struct ServiceClient {
     http: reqwest::Client,
     /// Without a trailing slash; paths start with one.
     base: String,
+    /// `server.address` and `server.port` of every call's duration.
+    server: MetricServer,
 }
 
 impl ServiceClient {
@@ -49,6 +53,7 @@ impl ServiceClient {
             .build()?;
         Ok(Self {
             http,
+            server: MetricServer::of(&base),
             base: base.as_str().trim_end_matches('/').to_owned(),
         })
     }
@@ -78,6 +83,7 @@ impl ServiceClient {
         let url = format!("{}{path}", self.base);
         Call {
             route,
+            server: self.server.clone(),
             request: self.http.request(method, url),
         }
     }
@@ -86,6 +92,7 @@ impl ServiceClient {
 /// A request being built; [`Call::send`] runs it in a client span.
 pub struct Call {
     route: &'static str,
+    server: MetricServer,
     request: RequestBuilder,
 }
 
@@ -116,7 +123,8 @@ impl Call {
             { OTEL_STATUS_CODE } = Empty,
             { HTTP_REQUEST_METHOD } = %request.method(),
             { SERVER_ADDRESS } = url.host_str().unwrap_or_default(),
-            { SERVER_PORT } = url.port_or_known_default().unwrap_or_default(),
+            // As an `i64`: tracing-opentelemetry records other integer types as their text.
+            { SERVER_PORT } = url.port_or_known_default().map_or(0, i64::from),
             { URL_FULL } = %url,
             { URL_TEMPLATE } = self.route,
             { HTTP_RESPONSE_STATUS_CODE } = Empty,
@@ -129,10 +137,18 @@ impl Call {
                 propagator.inject_context(&cx, &mut HeaderInjector(request.headers_mut()));
             });
             let span = tracing::Span::current();
-            match client.execute(request).await {
+            let method = request.method().clone();
+            let started = Instant::now();
+            let answer = client.execute(request).await;
+            let took = started.elapsed();
+            let metric = |outcome| {
+                INSTRUMENTS.http_client(took, &method, &self.server, self.route, outcome);
+            };
+            match answer {
                 Ok(response) => {
                     let status = response.status();
-                    span.record(HTTP_RESPONSE_STATUS_CODE, status.as_u16());
+                    metric(Ok(status));
+                    span.record(HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16()));
                     if status.is_client_error() || status.is_server_error() {
                         span.record(OTEL_STATUS_CODE, "error");
                         span.record(ERROR_TYPE, status.as_str());
@@ -147,6 +163,7 @@ impl Call {
                     } else {
                         "request"
                     };
+                    metric(Err(kind));
                     crate::record_failure!(WARN, kind, &err, "call failed");
                     Err(err)
                 }

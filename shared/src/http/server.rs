@@ -121,8 +121,12 @@ async fn trace_request(State(door): State<Door>, request: Request, next: Next) -
 
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
+    let took = started.elapsed();
     let status = response.status();
-    span.record(HTTP_RESPONSE_STATUS_CODE, status.as_u16());
+    // As an `i64`: tracing-opentelemetry records other integer types (a `u16`, a `u64`) as
+    // their text, and the conventions want a number.
+    span.record(HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16()));
+    crate::telemetry::INSTRUMENTS.http_server(took, &method, route, status);
     if status.is_server_error() {
         // Only 5xx are errors of a server span; a 4xx is the caller's mistake.
         span.record(OTEL_STATUS_CODE, "error");
@@ -134,7 +138,7 @@ async fn trace_request(State(door): State<Door>, request: Request, next: Next) -
     span.in_scope(|| {
         tracing::info!(
             http.response.status_code = status.as_u16(),
-            event.duration = started.elapsed().as_nanos() as u64,
+            event.duration = took.as_nanos() as u64,
             "request completed"
         );
     });

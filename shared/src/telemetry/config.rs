@@ -31,6 +31,13 @@ pub const VARIABLES: &[&str] = &[
     "OTEL_EXPORTER_OTLP_COMPRESSION",
     "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
     "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_METRICS_EXPORTER",
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+    "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
     "OTEL_TRACES_SAMPLER",
     "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_RESOURCE_ATTRIBUTES",
@@ -117,6 +124,9 @@ pub struct TelemetryConfig {
     /// How many spans may wait for export (`OTEL_BSP_MAX_QUEUE_SIZE`, default 2048); more are
     /// dropped and counted.
     pub span_queue_size: usize,
+    /// Where and how metrics are exported (`OTEL_METRICS_EXPORTER`,
+    /// `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_EXPORTER_OTLP_METRICS_*`).
+    pub metrics: super::metrics::MetricsConfig,
     /// `LOG_FORMAT`: `json` (default) or `pretty`.
     pub log_format: LogFormat,
     /// `RUST_LOG`, default [`DEFAULT_LOG_FILTER`]. Whatever it says, the OpenTelemetry SDK's
@@ -229,6 +239,7 @@ impl TelemetryConfig {
         });
         let otlp_timeout = super::otlp::GrpcSpanExporter::timeout_from(var);
         let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let metrics = super::metrics::MetricsConfig::from_vars(var, disabled, &mut warnings);
         Self {
             service_name: var("OTEL_SERVICE_NAME")
                 .unwrap_or_else(|| default_service_name.to_owned()),
@@ -237,6 +248,7 @@ impl TelemetryConfig {
             otlp_timeout,
             otlp_needs_sdk_exporter,
             span_queue_size,
+            metrics,
             log_format,
             log_filter,
             log_sampling,

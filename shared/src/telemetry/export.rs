@@ -88,6 +88,11 @@ pub struct ExportStats {
 struct StatsInner {
     exported: AtomicU64,
     dropped: AtomicU64,
+    /// Spans admitted to the queue, and of the dropped ones those refused by a full (or
+    /// closed) queue and those in failed batches: read by the health metrics.
+    admitted: AtomicU64,
+    queue_full: AtomicU64,
+    failed: AtomicU64,
     /// Spans forwarded to the batch processor and not yet settled (exported, failed, or
     /// abandoned at shutdown): queued or in the batch being exported. [`SETTLED`] after
     /// shutdown.
@@ -110,6 +115,21 @@ impl ExportStats {
         self.inner.dropped.load(Ordering::Relaxed)
     }
 
+    /// Spans admitted to the export queue.
+    pub fn admitted(&self) -> u64 {
+        self.inner.admitted.load(Ordering::Relaxed)
+    }
+
+    /// Spans dropped because the export queue was full (or closed, at shutdown).
+    pub fn queue_full(&self) -> u64 {
+        self.inner.queue_full.load(Ordering::Relaxed)
+    }
+
+    /// Spans in batches that failed to export.
+    pub fn failed(&self) -> u64 {
+        self.inner.failed.load(Ordering::Relaxed)
+    }
+
     /// Spans waiting in the export queue or being exported.
     pub fn queued(&self) -> u64 {
         match self.inner.queued.load(Ordering::Relaxed) {
@@ -120,12 +140,17 @@ impl ExportStats {
 
     /// Takes a place in a queue of `capacity` spans, if one is free.
     fn try_enqueue(&self, capacity: u64) -> bool {
-        self.inner
+        let admitted = self
+            .inner
             .queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
                 (queued < capacity).then_some(queued + 1)
             })
-            .is_ok()
+            .is_ok();
+        if admitted {
+            self.inner.admitted.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
     }
 
     fn count_dropped(&self, spans: u64) {
@@ -149,7 +174,10 @@ impl ExportStats {
         }
         match result {
             Ok(()) => self.inner.exported.fetch_add(spans, Ordering::Relaxed),
-            Err(_) => self.inner.dropped.fetch_add(spans, Ordering::Relaxed),
+            Err(_) => {
+                self.inner.failed.fetch_add(spans, Ordering::Relaxed);
+                self.inner.dropped.fetch_add(spans, Ordering::Relaxed)
+            }
         };
         self.report(result);
     }
@@ -294,6 +322,7 @@ impl SpanProcessor for CountingBatchProcessor {
         if self.closed.load(Ordering::Acquire) || !self.stats.try_enqueue(self.capacity) {
             // Counted only: a log line per dropped span would make an overload worse. The
             // exporter's thread reports the loss after its next batch.
+            self.stats.inner.queue_full.fetch_add(1, Ordering::Relaxed);
             self.stats.count_dropped(1);
             return;
         }

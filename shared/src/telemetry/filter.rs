@@ -53,14 +53,18 @@ pub(super) fn log_filter(filter: EnvFilter) -> Rechecked<LogLines> {
 /// Whether `metadata` is the OpenTelemetry SDK's or exporter's own report of one failed export.
 ///
 /// `CountingExporter` settles every batch and logs one warning, with the first error, when
-/// spans start being lost and one line when they stop; the SDK logs an ERROR per failed batch
+/// spans start being lost and one line when they stop (`CountingMetricExporter` does the same
+/// for metric exports); the SDK logs an ERROR per failed batch or metric export
 /// (every `OTEL_BSP_SCHEDULE_DELAY` while the collector is down), and the exporter, with its
 /// `internal-logs` feature, a WARN per batch too. They are matched by target and event name,
 /// so that the SDK's other warnings (a bad sampler variable, a shutdown that timed out) still
 /// reach the log. These lines are dropped whatever `RUST_LOG` says.
 fn reported_by_the_loss_warning(metadata: &Metadata<'_>) -> bool {
     match metadata.target() {
-        "opentelemetry_sdk" => metadata.name() == "BatchSpanProcessor.ExportError",
+        "opentelemetry_sdk" => matches!(
+            metadata.name(),
+            "BatchSpanProcessor.ExportError" | "PeriodicReader.ExportError"
+        ),
         "opentelemetry_otlp" => metadata.name().starts_with("Export.Failed."),
         _ => false,
     }

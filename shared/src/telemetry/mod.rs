@@ -16,6 +16,7 @@ mod export;
 mod fields;
 mod filter;
 mod log_sampling;
+mod metrics;
 mod otlp;
 mod proto;
 mod stdout;
@@ -31,6 +32,7 @@ use opentelemetry_otlp::{
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::resource::EnvResourceDetector;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
 use opentelemetry_semantic_conventions::attribute::{
     DEPLOYMENT_ENVIRONMENT_NAME, ERROR_TYPE, EXCEPTION_MESSAGE, EXCEPTION_TYPE,
@@ -48,9 +50,14 @@ pub use ecs::{EcsLayer, LineSink, ServiceIdentity};
 pub use events::AUDIT_DATASET;
 pub use export::{BaggageSpanProcessor, CountingBatchProcessor, CountingExporter, ExportStats};
 pub use log_sampling::{LogSampling, SampledOut};
+pub(crate) use metrics::instruments::{INSTRUMENTS, Server as MetricServer};
+pub use metrics::instruments::{DB_DURATION_BUCKETS, HTTP_DURATION_BUCKETS};
+pub use metrics::{
+    CountingMetricExporter, METER_NAME, MetricExportStats, MetricsConfig, meter,
+};
 pub use stdout::{Stdout, StdoutGuard};
 
-/// How long shutdown may spend flushing spans: services are killed 10 s after SIGTERM and need
+/// How long shutdown may spend flushing spans and metrics (both at once): services are killed 10 s after SIGTERM and need
 /// most of that to drain their requests first.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -58,6 +65,9 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 #[must_use = "telemetry shuts down when the guard is dropped: bind it to a named variable"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    /// Also the global meter provider, when metrics are exported.
+    meter_provider: Option<SdkMeterProvider>,
+    metric_stats: MetricExportStats,
     stats: ExportStats,
     /// Log lines the log-volume policy left out (not lost: never written).
     sampled_out: SampledOut,
@@ -80,9 +90,11 @@ impl TelemetryGuard {
 }
 
 impl Drop for TelemetryGuard {
-    /// Flushes spans within [`SHUTDOWN_TIMEOUT`]; the stdout writer then writes what is queued.
+    /// Flushes spans and metrics within [`SHUTDOWN_TIMEOUT`]; the stdout writer then writes
+    /// what is queued.
     fn drop(&mut self) {
         let provider = self.provider.take();
+        let meter_provider = self.meter_provider.take();
         // The batch processor's thread exports, and waiting for it blocks. The gRPC channel it
         // sends on is driven by tasks on the runtime, so it can only finish while this thread
         // waits if other threads run them: a multi-threaded runtime, with `block_in_place`
@@ -90,9 +102,9 @@ impl Drop for TelemetryGuard {
         // its bounded attempt.
         match Handle::try_current() {
             Ok(runtime) if runtime.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| shut_down_spans(provider));
+                tokio::task::block_in_place(|| shut_down(provider, meter_provider));
             }
-            _ => shut_down_spans(provider),
+            _ => shut_down(provider, meter_provider),
         }
         self.stats.report_total();
         let sampled_out = self.sampled_out.get();
@@ -100,6 +112,34 @@ impl Drop for TelemetryGuard {
             eprintln!(
                 "telemetry: {sampled_out} log lines left out by the log sampling policy (not lost)"
             );
+        }
+    }
+}
+
+/// Shuts spans and metrics down at once, and waits at most [`SHUTDOWN_TIMEOUT`] for both.
+///
+/// The meter provider's shutdown (a last collection and export) waits for its reader up to a
+/// fixed five seconds, longer than the budget: it runs on a thread of its own, and is left
+/// behind if the spans' shutdown and the rest of the budget pass first.
+fn shut_down(provider: Option<SdkTracerProvider>, meter_provider: Option<SdkMeterProvider>) {
+    let deadline = std::time::Instant::now() + SHUTDOWN_TIMEOUT;
+    let metrics_done = meter_provider.map(|meter_provider| {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name("ordertrail-metrics-shutdown".into())
+            .spawn(move || {
+                if let Err(err) = meter_provider.shutdown() {
+                    eprintln!("telemetry shutdown (metrics): {err}");
+                }
+                let _ = done.send(());
+            });
+        (spawned, wait)
+    });
+    shut_down_spans(provider);
+    if let Some((Ok(_thread), wait)) = metrics_done {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if wait.recv_timeout(left).is_err() {
+            eprintln!("telemetry shutdown (metrics): gave up after {SHUTDOWN_TIMEOUT:?}");
         }
     }
 }
@@ -128,17 +168,47 @@ pub fn install_propagator() {
 pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     install_propagator();
     let (stdout, stdout_guard) = Stdout::start();
-    let (subscriber, mut guard, warnings) = build(config, Box::new(stdout));
+    let log_lines_dropped = stdout.dropped_count();
+    let resource = resource(&config.service_name);
+    let (subscriber, mut guard, mut warnings) =
+        build_with(config, resource.clone(), Box::new(stdout));
     guard.stdout = Some(stdout_guard);
     subscriber.try_init()?;
+    guard.meter_provider =
+        metrics::meter_provider(&config.metrics, resource, &guard.metric_stats, &mut warnings);
+    if let Some(meter_provider) = &guard.meter_provider {
+        global::set_meter_provider(meter_provider.clone());
+        metrics::observe_health(
+            &meter(),
+            metrics::Health {
+                spans: guard.stats.clone(),
+                span_queue_capacity: config.span_queue_size,
+                span_exporter: span_exporter_type(config.otlp_protocol),
+                log_lines_dropped: std::sync::Arc::new(move || {
+                    log_lines_dropped.load(std::sync::atomic::Ordering::Relaxed)
+                }),
+                metrics: guard.metric_stats.clone(),
+                metric_exporter: config.metrics.exporter_type(),
+            },
+        );
+    }
     for warning in warnings {
         tracing::warn!("telemetry: {warning}");
     }
     Ok(guard)
 }
 
-/// The subscriber [`init`] installs, its guard, and the warnings to log once it is installed.
-/// JSON lines go to `stdout`.
+/// `otel.component.type` of the span exporter, as the conventions name OTLP exporters.
+fn span_exporter_type(protocol: OtlpProtocol) -> &'static str {
+    match protocol {
+        OtlpProtocol::Grpc => "otlp_grpc_span_exporter",
+        OtlpProtocol::HttpProtobuf => "otlp_http_span_exporter",
+        OtlpProtocol::HttpJson => "otlp_http_json_span_exporter",
+    }
+}
+
+/// [`build_with`] the service's [`resource`].
+#[cfg(test)]
 fn build(
     config: &TelemetryConfig,
     stdout: Box<dyn LineSink>,
@@ -147,9 +217,23 @@ fn build(
     TelemetryGuard,
     Vec<String>,
 ) {
+    build_with(config, resource(&config.service_name), stdout)
+}
+
+/// The subscriber [`init`] installs, its guard (without a meter provider, which [`init`]
+/// adds), and the warnings to log once it is installed. Spans carry `resource`; JSON lines go
+/// to `stdout`.
+fn build_with(
+    config: &TelemetryConfig,
+    resource: Resource,
+    stdout: Box<dyn LineSink>,
+) -> (
+    impl tracing::Subscriber + Send + Sync + 'static,
+    TelemetryGuard,
+    Vec<String>,
+) {
     let mut warnings = config.warnings.clone();
     let stats = ExportStats::default();
-    let resource = resource(&config.service_name);
     let provider = tracer_provider(config, resource.clone(), &stats, &mut warnings);
     // Each span carries the attributes the services give it and nothing per call site or
     // thread: the layer's defaults add seven more to every span (`code.file.path`,
@@ -192,6 +276,8 @@ fn build(
     let subscriber = Registry::default().with(otel_layer).with(log_layer);
     let guard = TelemetryGuard {
         provider: Some(provider),
+        meter_provider: None,
+        metric_stats: MetricExportStats::default(),
         stats,
         sampled_out,
         stdout: None,

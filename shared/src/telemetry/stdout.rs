@@ -67,6 +67,13 @@ impl Stdout {
     }
 }
 
+impl Stdout {
+    /// The count of lines dropped so far, to read from elsewhere (the health metrics).
+    pub(super) fn dropped_count(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
+}
+
 impl LineSink for Stdout {
     fn write_line(&self, line: &[u8]) {
         // One message per line, so that a line is queued (or dropped) whole.

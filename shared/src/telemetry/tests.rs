@@ -297,6 +297,8 @@ async fn shutdown_gives_up_on_a_hung_export_within_its_budget() {
     drop(provider.tracer("test").start("dropped"));
     let guard = TelemetryGuard {
         provider: Some(provider),
+        meter_provider: None,
+        metric_stats: MetricExportStats::default(),
         stats: stats.clone(),
         sampled_out: SampledOut::default(),
         stdout: None,

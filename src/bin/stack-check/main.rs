@@ -8,6 +8,8 @@
 //! Filebeat's own fields, and every field is there once, decoded from the JSON line. It exits 0
 //! when every check passed and 1 with the reasons otherwise.
 
+mod forget;
+
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -87,6 +89,7 @@ async fn check(config: &Config) -> anyhow::Result<()> {
             .context("logs in Elasticsearch")?;
         println!("  Elasticsearch: {logs} log lines from {SERVICES:?}");
     }
+    forget::check(&http, config).await.context("forget")?;
     Ok(())
 }
 
