@@ -13,9 +13,14 @@
 //! launcher reads: each line goes to [`Launcher::on_line`], and the last few are kept for the
 //! error messages.
 //!
+//! A role may run as several replicas ([`Launcher::replicas`]), each on a port of its own,
+//! behind a round-robin [`Balancer`] that its callers are given instead, as a Kubernetes
+//! Service stands in front of pods.
+//!
 //! It is not a supervisor: a child that exits later is reported by [`Services::exited`], not
 //! restarted.
 
+mod balancer;
 mod error;
 mod output;
 mod role;
@@ -29,6 +34,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+pub use balancer::Balancer;
 pub use error::LaunchError;
 use output::Sink;
 pub use output::{Line, Stream};
@@ -51,6 +57,7 @@ pub struct Launcher {
     env: Vec<(String, Option<String>)>,
     role_env: Vec<(Role, String, String)>,
     ports: BTreeMap<Role, u16>,
+    replicas: BTreeMap<Role, usize>,
     sink: Sink,
     ready_timeout: Duration,
     stop_timeout: Duration,
@@ -68,6 +75,7 @@ impl Launcher {
             env: Vec::new(),
             role_env: Vec::new(),
             ports: BTreeMap::new(),
+            replicas: BTreeMap::new(),
             sink: Arc::new(|_| {}),
             ready_timeout: READY_TIMEOUT,
             stop_timeout: STOP_TIMEOUT,
@@ -109,6 +117,13 @@ impl Launcher {
         self
     }
 
+    /// Runs `count` replicas of `role` (1 by default), each on a free port, behind a
+    /// [`Balancer`] on the role's port: its callers are given the balancer's address.
+    pub fn replicas(mut self, role: Role, count: usize) -> Self {
+        self.replicas.insert(role, count);
+        self
+    }
+
     /// Hands every line a child writes, on either stream, to `sink` (which must not block:
     /// it runs on the task that reads the child's pipe).
     pub fn on_line(mut self, sink: impl Fn(Line<'_>) + Send + Sync + 'static) -> Self {
@@ -133,10 +148,12 @@ impl Launcher {
     /// start, those already running are stopped and the error says why.
     pub async fn start(self) -> Result<Services, LaunchError> {
         let ports = self.ports.clone();
+        let replicas = self.replicas.clone();
         let mut services = Services::new(self);
         for role in Role::ALL {
             let port = ports.get(&role).copied().unwrap_or(0);
-            if let Err(err) = services.spawn(role, port).await {
+            let count = replicas.get(&role).copied().unwrap_or(1);
+            if let Err(err) = services.spawn_role(role, count, port).await {
                 services.stop_all().await;
                 return Err(err);
             }

@@ -175,3 +175,48 @@ async fn a_killed_child_restarts_on_its_port_and_an_exit_is_reported() {
     assert_eq!(services.stop_all().await.len(), 3);
     let _ = std::fs::remove_file(script);
 }
+
+#[tokio::test]
+async fn replicas_of_a_role_start_behind_a_balancer_that_their_callers_are_given() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let script = script(health_server().await, "none", false);
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let lines = stderr.clone();
+
+    let mut services = Launcher::new(&script)
+        .replicas(Role::Order, 3)
+        .on_line(move |line| {
+            if line.stream == Stream::Stderr {
+                lines.lock().unwrap().push(line.text.to_owned());
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+
+    let started: Vec<String> = stderr.lock().unwrap().clone();
+    let orders = started.iter().filter(|l| l.starts_with("order ")).count();
+    assert_eq!(orders, 3, "{started:#?}");
+    assert_eq!(services.replicas(Role::Order), 3);
+    assert_eq!(services.replicas(Role::Gateway), 1);
+    let balancer = services.url(Role::Order);
+    assert_ne!(balancer, services.replica_url(Role::Order, 0));
+    assert!(
+        started
+            .last()
+            .unwrap()
+            .contains(&format!("ORDER_URL={balancer} ")),
+        "the gateway calls the balancer: {started:#?}"
+    );
+    // The balancer forwards to the replicas: here, the stand-in's health server.
+    let ready = reqwest::get(format!("{balancer}/health/ready"))
+        .await
+        .unwrap();
+    assert!(ready.status().is_success());
+
+    let killed = services.kill_replica(Role::Order, 1).await.unwrap();
+    assert_eq!((killed.role, killed.replica), (Role::Order, 1));
+    assert!(services.pid(Role::Order).is_some(), "the others run on");
+    let stopped = services.stop_all().await;
+    assert_eq!(stopped.len(), 5, "two order replicas and the three others");
+}
