@@ -14,6 +14,7 @@ pub mod config;
 mod domain;
 mod error;
 mod idempotency;
+mod metrics;
 mod recovery;
 mod routes;
 mod saga;

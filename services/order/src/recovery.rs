@@ -112,6 +112,7 @@ impl Recovery {
             );
         }
         let status = outcome.order().status;
+        self.saga.metrics().recovered(status);
         tracing::info!(order.status = status.as_str(), "open order recovered");
     }
 

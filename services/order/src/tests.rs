@@ -18,6 +18,7 @@ use crate::{AppState, MIGRATIONS, Saga, Store, router};
 
 mod checkout;
 mod claims;
+mod metrics;
 mod proxy;
 mod recovery;
 mod store;

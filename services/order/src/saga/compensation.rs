@@ -9,6 +9,7 @@ use ordertrail_shared::telemetry::record_error;
 use super::Saga;
 use super::steps::{StepError, retry};
 use crate::domain::{Failure, Outcome};
+use crate::metrics::Compensation;
 
 /// A step of the checkout, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +72,7 @@ impl Saga {
             self.store
                 .set_status(order_id, OrderStatus::Failed, Some(&failure.detail))
                 .await?;
+            self.metrics().failed(&failure.code);
             tracing::warn!(
                 order.status = "failed",
                 event.outcome = "failure",
@@ -100,6 +102,7 @@ impl Saga {
                 Err(StepError::Refused { problem, .. }) if problem.status == 409 => {}
                 _ => return false,
             }
+            self.metrics().compensated(Compensation::Refund);
         }
         if undo != Undo::Nothing {
             let path = format!("/reservations/{order_id}/release");
@@ -112,6 +115,7 @@ impl Saga {
                 Ok(reservation) if reservation.status == ReservationStatus::Released => {}
                 _ => return false,
             }
+            self.metrics().compensated(Compensation::Release);
         }
         true
     }

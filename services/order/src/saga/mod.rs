@@ -23,6 +23,7 @@ use tracing::field::Empty;
 use self::compensation::{Step, Undo};
 use self::steps::{StepError, retry};
 use crate::domain::{Failure, Outcome};
+use crate::metrics::OrderMetrics;
 use crate::store::Store;
 
 /// The saga and the clients of the services it orchestrates.
@@ -31,6 +32,7 @@ pub struct Saga {
     store: Store,
     inventory: ServiceClient,
     payment: ServiceClient,
+    metrics: OrderMetrics,
 }
 
 impl Saga {
@@ -40,12 +42,24 @@ impl Saga {
             store,
             inventory,
             payment,
+            metrics: OrderMetrics::global(),
         }
+    }
+
+    /// This saga, counting on `metrics` instead of the process's instruments.
+    #[cfg(test)]
+    pub(crate) fn with_metrics(self, metrics: OrderMetrics) -> Self {
+        Self { metrics, ..self }
     }
 
     /// The orders database the saga records its progress in.
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The business instruments the saga counts on.
+    pub(crate) fn metrics(&self) -> &OrderMetrics {
+        &self.metrics
     }
 
     /// Runs the saga for the pending order `order_id`.
@@ -144,7 +158,9 @@ impl Saga {
                     .set_status(order_id, OrderStatus::Confirmed, None)
                     .await?;
                 tracing::info!(order.status = "confirmed", "order confirmed");
-                Ok(Outcome::Confirmed(self.store.order(order_id).await?))
+                let order = self.store.order(order_id).await?;
+                self.metrics.confirmed(order.total_cents);
+                Ok(Outcome::Confirmed(order))
             }
             Err(err @ StepError::Refused { .. }) => {
                 let undo = Undo::after(Step::Commit, err.maybe_applied());
