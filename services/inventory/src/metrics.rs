@@ -13,8 +13,9 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Meter, ObservableGauge};
-use opentelemetry::{InstrumentationScope, KeyValue, global};
+use ordertrail_shared::telemetry;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -47,10 +48,7 @@ impl StockGauge {
     /// The gauge on the global meter provider; made once per process, at start, after
     /// telemetry is installed (a meter taken from the no-op provider before stays a no-op).
     pub(crate) fn global(store: Store) -> Self {
-        let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build();
-        Self::new(&global::meter_with_scope(scope), store)
+        Self::new(&telemetry::meter(), store)
     }
 
     /// The gauge on `meter`, reporting the stock of `store`.

@@ -1,7 +1,7 @@
 //! The order service's business instruments: orders by outcome, revenue, compensations run and
 //! orders finished by the recovery sweep.
 //!
-//! The instruments are made once per process, from the global meter provider, the first time
+//! The instruments are made once per process, from `telemetry::meter()`, the first time
 //! [`OrderMetrics::global`] is called: after telemetry is installed, since a meter taken from
 //! the provider in place before (a no-op) stays one. The saga holds a handle, so that a test
 //! can give it instruments on a meter of its own.
@@ -10,10 +10,11 @@
 
 use std::sync::LazyLock;
 
+use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Meter};
-use opentelemetry::{InstrumentationScope, KeyValue, global};
 use opentelemetry_semantic_conventions::attribute::ERROR_TYPE;
 use ordertrail_shared::api::OrderStatus;
+use ordertrail_shared::telemetry;
 
 /// The status an order ended in: `confirmed` or `failed`; the same field as the log lines'.
 const ORDER_STATUS: &str = "order.status";
@@ -34,12 +35,7 @@ const FAILURE_CODES: [&str; 8] = [
     "interrupted",
 ];
 
-static GLOBAL: LazyLock<OrderMetrics> = LazyLock::new(|| {
-    let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build();
-    OrderMetrics::new(&global::meter_with_scope(scope))
-});
+static GLOBAL: LazyLock<OrderMetrics> = LazyLock::new(|| OrderMetrics::new(&telemetry::meter()));
 
 /// What a failed checkout undid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,20 +1,17 @@
 //! The payment service's business instrument: payments declined, by reason.
 //!
-//! Made once per process from the global meter provider, on first use: after telemetry is
+//! Made once per process from `telemetry::meter()`, on first use: after telemetry is
 //! installed, since a meter taken from the provider in place before (a no-op) stays one.
 
 use std::sync::LazyLock;
 
+use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Meter};
-use opentelemetry::{InstrumentationScope, KeyValue, global};
 use opentelemetry_semantic_conventions::attribute::ERROR_TYPE;
+use ordertrail_shared::telemetry;
 
-static GLOBAL: LazyLock<PaymentMetrics> = LazyLock::new(|| {
-    let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build();
-    PaymentMetrics::new(&global::meter_with_scope(scope))
-});
+static GLOBAL: LazyLock<PaymentMetrics> =
+    LazyLock::new(|| PaymentMetrics::new(&telemetry::meter()));
 
 /// The process's instruments, on the global meter provider.
 pub(crate) fn metrics() -> &'static PaymentMetrics {
