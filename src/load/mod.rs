@@ -9,6 +9,7 @@
 
 mod check;
 mod driver;
+mod logs;
 mod report;
 mod restock;
 mod scenario;
@@ -78,6 +79,10 @@ pub struct Args {
     /// Write the report as JSON on stdout instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Count the lines and bytes the services append to the *.log files in this folder
+    /// during the run (var/log for `ordertrail up`), per service and per order.
+    #[arg(long, value_name = "DIR")]
+    pub logs: Option<std::path::PathBuf>,
 }
 
 /// The innermost cause of `err`, which says what happened ("Connection refused") without the
@@ -129,6 +134,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         report.clone(),
         restocker.clone(),
     ));
+    let log_files = args
+        .logs
+        .as_deref()
+        .map(logs::LogFiles::start)
+        .transpose()?;
     let stop = CancellationToken::new();
     let background = CancellationToken::new();
     let tasks = [
@@ -163,13 +173,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     restocker.flush().await;
     progress.finish_and_clear();
 
-    let summary = report.lock().expect("not poisoned").summary(RunInfo {
+    let mut summary = report.lock().expect("not poisoned").summary(RunInfo {
         gateway: args.gateway_url.to_string(),
         mode,
         mix: args.mix.to_string(),
         elapsed_seconds: elapsed.as_secs_f64(),
         restock: restocker.summary(),
     });
+    if let Some(files) = log_files {
+        tokio::time::sleep(logs::SETTLE).await;
+        let orders = summary.steps - summary.steps_by_scenario.get("reads").copied().unwrap_or(0);
+        summary.logs = Some(files.volume(orders)?);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

@@ -195,6 +195,7 @@ impl Report {
             rows,
             slowest: self.slowest.clone(),
             unexpected_answers: self.unexpected.clone(),
+            logs: None,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::logs::LogVolume;
 use super::restock::RestockSummary;
 
 /// One request among the slowest.
@@ -105,4 +106,7 @@ pub struct Summary {
     pub slowest: Vec<Slow>,
     /// The unexpected answers, in the order they came (the first [`KEPT_UNEXPECTED`](super::report::KEPT_UNEXPECTED)).
     pub unexpected_answers: Vec<Unexpected>,
+    /// With `--logs`: the log lines and bytes the run made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogVolume>,
 }

@@ -80,6 +80,32 @@ pub fn render(summary: &Summary) -> String {
         let _ = writeln!(text, "\n{slowest}");
     }
 
+    if let Some(logs) = &summary.logs {
+        let mut table = new_table(&["log lines", "lines", "bytes", "bytes/line"]);
+        let rows = logs
+            .services
+            .iter()
+            .map(|(service, n)| (service.as_str(), n));
+        for (name, appended) in rows.chain([("all services", &logs.total)]) {
+            table.add_row(vec![
+                name.to_owned(),
+                appended.lines.to_string(),
+                appended.bytes.to_string(),
+                format!(
+                    "{:.0}",
+                    appended.bytes as f64 / appended.lines.max(1) as f64
+                ),
+            ]);
+        }
+        align_right(&mut table, 1..4);
+        let _ = writeln!(
+            text,
+            "\n{table}\nper order ({} orders, the mix's reads included): {:.1} lines, {:.0} bytes \
+             (appended to {}/*.log)",
+            logs.orders, logs.lines_per_order, logs.bytes_per_order, logs.dir
+        );
+    }
+
     if summary.unexpected == 0 {
         let _ = write!(text, "\nno unexpected answer");
     } else {
