@@ -73,7 +73,7 @@ pub fn template_fields(path: &str) -> BTreeSet<String> {
 }
 
 /// The environment variables a command of the binary reads, from its `--help`.
-fn variables_of(binary: &str, args: &[&str]) -> BTreeSet<String> {
+pub fn variables_of(binary: &str, args: &[&str]) -> BTreeSet<String> {
     let help = Command::new(binary)
         .args(args)
         .arg("--help")

@@ -14,6 +14,7 @@ mod deploy;
 mod failures;
 mod faults;
 mod jaeger_json;
+mod k8s;
 mod kill;
 mod load;
 mod telemetry_down;
