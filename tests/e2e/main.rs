@@ -17,5 +17,6 @@ mod jaeger_json;
 mod k8s;
 mod kill;
 mod load;
+mod sampling;
 mod telemetry_down;
 mod up;

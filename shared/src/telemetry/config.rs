@@ -8,6 +8,7 @@ use opentelemetry_sdk::trace::{OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_QUEUE_SIZE_
 use tracing_subscriber::filter::EnvFilter;
 
 use super::log_sampling::{LogSampling, RULES_VARIABLE, SAMPLE_VARIABLE};
+use super::sampling::Sampling;
 
 /// The largest span queue `OTEL_BSP_MAX_QUEUE_SIZE` may ask for.
 const MAX_SPAN_QUEUE_SIZE: usize = 1 << 20;
@@ -124,6 +125,9 @@ pub struct TelemetryConfig {
     /// How many spans may wait for export (`OTEL_BSP_MAX_QUEUE_SIZE`, default 2048); more are
     /// dropped and counted.
     pub span_queue_size: usize,
+    /// Head sampling, from `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`; always
+    /// parent-based, `parentbased_always_on` by default.
+    pub sampling: Sampling,
     /// Where and how metrics are exported (`OTEL_METRICS_EXPORTER`,
     /// `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_EXPORTER_OTLP_METRICS_*`).
     pub metrics: super::metrics::MetricsConfig,
@@ -237,6 +241,11 @@ impl TelemetryConfig {
             warnings.push(format!("{err}; keeping every log line"));
             LogSampling::default()
         });
+        let sampling = Sampling::from_vars(
+            var("OTEL_TRACES_SAMPLER").as_deref(),
+            var("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+            &mut warnings,
+        );
         let otlp_timeout = super::otlp::GrpcSpanExporter::timeout_from(var);
         let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let metrics = super::metrics::MetricsConfig::from_vars(var, disabled, &mut warnings);
@@ -248,6 +257,7 @@ impl TelemetryConfig {
             otlp_timeout,
             otlp_needs_sdk_exporter,
             span_queue_size,
+            sampling,
             metrics,
             log_format,
             log_filter,

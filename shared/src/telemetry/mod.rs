@@ -19,6 +19,7 @@ mod log_sampling;
 mod metrics;
 mod otlp;
 mod proto;
+mod sampling;
 mod stdout;
 
 use std::time::Duration;
@@ -55,6 +56,7 @@ pub use metrics::instruments::{DB_DURATION_BUCKETS, HTTP_DURATION_BUCKETS};
 pub use metrics::{
     CountingMetricExporter, METER_NAME, MetricExportStats, MetricsConfig, meter,
 };
+pub use sampling::{JaegerRemote, Sampling};
 pub use stdout::{Stdout, StdoutGuard};
 
 /// How long shutdown may spend flushing spans and metrics (both at once): services are killed 10 s after SIGTERM and need
@@ -285,8 +287,8 @@ fn build_with(
     (subscriber, guard, warnings)
 }
 
-/// The tracer provider: spans sampled (from `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`,
-/// read by the SDK, default parent-based always-on), then batched and exported.
+/// The tracer provider: spans sampled as [`TelemetryConfig::sampling`] says (parent-based
+/// always), then batched and exported.
 ///
 /// Without an endpoint (`OTEL_SDK_DISABLED=true`), or when the exporter cannot be built, it has
 /// no processor at all: spans still get ids, so logs, `traceresponse`, problem `trace_id` and
@@ -297,7 +299,10 @@ fn tracer_provider(
     stats: &ExportStats,
     warnings: &mut Vec<String>,
 ) -> SdkTracerProvider {
-    let provider = SdkTracerProvider::builder().with_resource(resource);
+    let sampler = config.sampling.sampler(&config.service_name, warnings);
+    let provider = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_sampler(sampler);
     let Some(endpoint) = &config.otlp_endpoint else {
         return provider.build();
     };
