@@ -191,6 +191,7 @@ mod tests {
             end_unix_nanos: end_ms * 1_000_000,
             is_error,
             attributes: Default::default(),
+            attribute_kinds: Default::default(),
             events: Vec::new(),
         }
     }

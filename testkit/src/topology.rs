@@ -63,6 +63,7 @@ mod tests {
             end_unix_nanos: 1,
             is_error: false,
             attributes: BTreeMap::new(),
+            attribute_kinds: BTreeMap::new(),
             events: Vec::new(),
         }
     }

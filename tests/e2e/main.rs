@@ -17,6 +17,7 @@ mod jaeger_json;
 mod k8s;
 mod kill;
 mod load;
+mod metrics;
 mod sampling;
 mod telemetry_down;
 mod up;
