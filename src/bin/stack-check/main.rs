@@ -8,6 +8,7 @@
 //! Filebeat's own fields, and every field is there once, decoded from the JSON line. It exits 0
 //! when every check passed and 1 with the reasons otherwise.
 
+mod alerts;
 mod forget;
 
 use std::collections::BTreeSet;
@@ -52,6 +53,10 @@ struct Config {
     /// Elasticsearch password (`ELASTIC_PASSWORD`).
     #[arg(long, env = "ELASTIC_PASSWORD", hide_env_values = true)]
     elastic_password: String,
+    /// Password of the read-only user ordertrail_viewer (`ORDERTRAIL_VIEWER_PASSWORD`): when
+    /// given, the check also shows that it reads the alerts and the logs and cannot write.
+    #[arg(long, env = "ORDERTRAIL_VIEWER_PASSWORD", hide_env_values = true)]
+    viewer_password: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -90,6 +95,7 @@ async fn check(config: &Config) -> anyhow::Result<()> {
         println!("  Elasticsearch: {logs} log lines from {SERVICES:?}");
     }
     forget::check(&http, config).await.context("forget")?;
+    alerts::check(&http, config).await.context("alerts")?;
     Ok(())
 }
 
