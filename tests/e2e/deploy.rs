@@ -13,11 +13,11 @@ use serde_yaml_ng::Value as Yaml;
 
 use crate::support::{DECLINED_CARD, GOOD_CARD, ROLES, TestStack, order};
 
-fn repo(path: &str) -> PathBuf {
+pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn read(path: &str) -> String {
+pub fn read(path: &str) -> String {
     std::fs::read_to_string(repo(path)).unwrap_or_else(|err| panic!("{path}: {err}"))
 }
 
@@ -33,7 +33,7 @@ fn files_under(dir: &Path, found: &mut Vec<PathBuf>) {
 }
 
 /// The compose file with its `<<` merges applied.
-fn compose() -> Yaml {
+pub fn compose() -> Yaml {
     let mut compose: Yaml = serde_yaml_ng::from_str(&read("docker-compose.yml")).unwrap();
     compose.apply_merge().unwrap();
     for (_, service) in compose["services"].as_mapping_mut().unwrap().iter_mut() {
@@ -231,7 +231,7 @@ fn beats_port() -> u16 {
         .unwrap()
 }
 
-fn string(value: &Yaml) -> String {
+pub fn string(value: &Yaml) -> String {
     match value {
         Yaml::String(s) => s.clone(),
         Yaml::Number(n) => n.to_string(),
@@ -540,7 +540,7 @@ fn compose_runs_each_role_with_the_variables_ports_and_upstreams_the_binary_read
         );
     }
 
-    // Only the gateway and the two UIs are published, on 127.0.0.1.
+    // Only the gateway and the UIs (Jaeger, Kibana, Prometheus) are published, on 127.0.0.1.
     let mut published = BTreeMap::new();
     for (name, service) in services.as_mapping().unwrap() {
         for port in service
@@ -556,6 +556,7 @@ fn compose_runs_each_role_with_the_variables_ports_and_upstreams_the_binary_read
         ("gateway".to_owned(), "127.0.0.1:8080:8080".to_owned()),
         ("jaeger".to_owned(), "127.0.0.1:16686:16686".to_owned()),
         ("kibana".to_owned(), "127.0.0.1:5601:5601".to_owned()),
+        ("prometheus".to_owned(), "127.0.0.1:9090:9090".to_owned()),
     ]);
     assert_eq!(published, expected);
 

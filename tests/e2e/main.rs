@@ -11,6 +11,7 @@ mod card_search;
 mod checkout;
 mod concurrency;
 mod deploy;
+mod deploy_metrics;
 mod deploy_elastic;
 mod failures;
 mod faults;

@@ -6,10 +6,12 @@
 //! Elasticsearch holds log lines of that trace from all four services, as Filebeat ships them
 //! from the containers' stdout: each names the container it was read from, none carries
 //! Filebeat's own fields, and every field is there once, decoded from the JSON line. It exits 0
-//! when every check passed and 1 with the reasons otherwise.
+//! when every check passed and 1 with the reasons otherwise. It also checks that Jaeger's
+//! Monitor tab has metrics for each service and Prometheus the services' own ([`metrics`]).
 
 mod alerts;
 mod forget;
+mod metrics;
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -53,6 +55,9 @@ struct Config {
     /// Elasticsearch password (`ELASTIC_PASSWORD`).
     #[arg(long, env = "ELASTIC_PASSWORD", hide_env_values = true)]
     elastic_password: String,
+    /// Prometheus (`PROMETHEUS_URL`).
+    #[arg(long, env = "PROMETHEUS_URL", default_value = "http://localhost:9090")]
+    prometheus_url: String,
     /// Password of the read-only user ordertrail_viewer (`ORDERTRAIL_VIEWER_PASSWORD`): when
     /// given, the check also shows that it reads the alerts and the logs and cannot write.
     #[arg(long, env = "ORDERTRAIL_VIEWER_PASSWORD", hide_env_values = true)]
@@ -96,6 +101,7 @@ async fn check(config: &Config) -> anyhow::Result<()> {
     }
     forget::check(&http, config).await.context("forget")?;
     alerts::check(&http, config).await.context("alerts")?;
+    metrics::check(&http, config).await.context("metrics")?;
     Ok(())
 }
 
