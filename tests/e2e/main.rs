@@ -7,6 +7,7 @@
 
 mod support;
 
+mod business_metrics;
 mod card_search;
 mod checkout;
 mod concurrency;
