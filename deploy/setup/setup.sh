@@ -215,6 +215,7 @@ setup_elasticsearch() {
   # (auto_configure creates a data stream from its template on first write), nothing else.
   put_definition "role logstash_writer" "$ES_URL/_security/role/logstash_writer" \
     "$(read_file "$es/role-logstash_writer.json")"
+  # shellcheck disable=SC2016 # "${DEFINITION}" is a placeholder that user() fills, not bash's.
   user logstash_internal "$LOGSTASH_INTERNAL_PASSWORD" \
     '{"roles":["logstash_writer"],"full_name":"ordertrail Logstash writer","metadata":{"managed_by":"ordertrail deploy/setup/setup.sh","definition":"${DEFINITION}"}}'
 
