@@ -20,6 +20,7 @@ mod jaeger_json;
 mod k8s;
 mod kill;
 mod load;
+mod replicas;
 mod metrics;
 mod sampling;
 mod telemetry_down;

@@ -47,6 +47,8 @@ pub struct TestStack {
     database_urls: HashMap<&'static str, String>,
     /// Ports of stopped or killed services, held so that calls to them are refused.
     held: HashMap<&'static str, TcpSocket>,
+    /// The same, for replicas of a role run as several.
+    held_replicas: HashMap<(&'static str, usize), TcpSocket>,
     http: reqwest::Client,
     /// Declared last: dropped once the services are gone.
     _postgres: Option<PostgresDatabases>,
@@ -59,6 +61,8 @@ pub struct Setup {
     pub databases: Databases,
     /// More variables for every service, such as the recovery sweep's timings.
     pub env: Vec<(&'static str, String)>,
+    /// Roles run as several replicas, behind the launcher's balancer, and how many.
+    pub replicas: Vec<(&'static str, usize)>,
 }
 
 /// Where order, payment and inventory keep their data.
@@ -203,6 +207,9 @@ impl TestStack {
         for (name, url) in &database_urls {
             launcher = launcher.role_env(role(name), "DATABASE_URL", url);
         }
+        for (name, count) in setup.replicas {
+            launcher = launcher.replicas(role(name), count);
+        }
         let captured = logs.clone();
         let launcher = launcher.on_line(move |line| match line.stream {
             Stream::Stdout => {
@@ -230,6 +237,7 @@ impl TestStack {
             dir,
             database_urls,
             held: HashMap::new(),
+            held_replicas: HashMap::new(),
             http: reqwest::Client::new(),
             _postgres: postgres,
         }
@@ -273,6 +281,43 @@ impl TestStack {
         drop(self.held.remove(name));
         let restarted = self.services().restart(role(name)).await;
         restarted.unwrap_or_else(|err| panic!("{err}"));
+    }
+
+    /// Kills replica `replica` of a service run as several with SIGKILL; its port refuses
+    /// connections (so the balancer passes it over) until [`TestStack::restart_replica`].
+    pub async fn kill_replica(&mut self, name: &'static str, replica: usize) {
+        let stopped = self
+            .services()
+            .kill_replica(role(name), replica)
+            .await
+            .expect("a running replica");
+        let status = stopped.status.unwrap();
+        assert!(!status.success(), "{name} {replica} exited with {status}");
+        let port = self.services().replica_port(role(name), replica);
+        self.held_replicas
+            .insert((name, replica), refusing_socket(port));
+    }
+
+    /// Starts a killed replica again, on its port and with its database, and waits until it is
+    /// ready.
+    pub async fn restart_replica(&mut self, name: &'static str, replica: usize) {
+        drop(self.held_replicas.remove(&(name, replica)));
+        let restarted = self.services().restart_replica(role(name), replica).await;
+        restarted.unwrap_or_else(|err| panic!("{err}"));
+    }
+
+    /// The URL of `path` at replica `replica` of `name`, bypassing its balancer.
+    pub fn replica_url(&mut self, name: &str, replica: usize, path: &str) -> String {
+        let url = self.services().replica_url(role(name), replica);
+        format!("{url}{path}")
+    }
+
+    /// The URL of `path` at each replica of the gateway.
+    pub fn gateways(&mut self, path: &str) -> Vec<String> {
+        let services = self.services();
+        (0..services.replicas(Role::Gateway))
+            .map(|replica| format!("{}{path}", services.replica_url(Role::Gateway, replica)))
+            .collect()
     }
 
     /// The `DATABASE_URL` of `role` (order, payment or inventory).

@@ -124,7 +124,8 @@ pub fn is_final(answer: &Answer) -> bool {
 /// Clients sending jobs to the gateway, `concurrency` keys at a time.
 #[derive(Clone)]
 pub struct Load {
-    gateway: String,
+    /// Copies of a key, and a key's retries, go to each in turn.
+    gateways: Vec<String>,
     concurrency: usize,
     retry: Retry,
     http: reqwest::Client,
@@ -134,8 +135,15 @@ pub struct Load {
 impl Load {
     /// A load on the gateway's `POST /api/orders` at `url`.
     pub fn new(url: String, concurrency: usize, retry: Retry) -> Self {
+        Self::across(vec![url], concurrency, retry)
+    }
+
+    /// A load on several gateways' `POST /api/orders` at `urls`: the copies of a key sent at
+    /// once go to different gateways, and each retry to the next.
+    pub fn across(urls: Vec<String>, concurrency: usize, retry: Retry) -> Self {
+        assert!(!urls.is_empty(), "a load needs a gateway");
         Self {
-            gateway: url,
+            gateways: urls,
             concurrency,
             retry,
             // Beyond the gateway's own 30 s limit: a request still open then is stuck.
@@ -156,7 +164,7 @@ impl Load {
     pub async fn run(&self, jobs: Vec<Job>) -> Vec<Sent> {
         futures::stream::iter(jobs)
             .map(|job| async move {
-                let copies = (0..job.copies).map(|_| self.send_key(&job));
+                let copies = (0..job.copies).map(|copy| self.send_key(&job, copy));
                 futures::future::join_all(copies)
                     .await
                     .into_iter()
@@ -171,11 +179,12 @@ impl Load {
             .collect()
     }
 
-    async fn send_key(&self, job: &Job) -> Vec<Sent> {
+    async fn send_key(&self, job: &Job, copy: usize) -> Vec<Sent> {
         let give_up = Instant::now() + RETRY_FOR;
         let mut sent = Vec::new();
         loop {
-            let one = self.send(job).await;
+            let gateway = &self.gateways[(copy + sent.len()) % self.gateways.len()];
+            let one = self.send(gateway, job).await;
             let done = match &one.outcome {
                 Ok(answer) => is_final(answer),
                 Err(_) => false,
@@ -188,11 +197,11 @@ impl Load {
         }
     }
 
-    async fn send(&self, job: &Job) -> Sent {
+    async fn send(&self, gateway: &str, job: &Job) -> Sent {
         let started = Instant::now();
         let response = self
             .http
-            .post(&self.gateway)
+            .post(gateway)
             .header("idempotency-key", &job.key)
             .json(&job.body)
             .send()
