@@ -12,7 +12,7 @@ use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMe
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 
 /// One data point of a counter or gauge: its attributes, as text, and its value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Point {
     /// The attributes, by key.
     pub attributes: BTreeMap<String, String>,
@@ -48,14 +48,18 @@ impl CapturedMetrics {
         self.read(name, |metric| metric.unit().to_owned())
     }
 
-    /// Every data point of the counter or gauge `name`; none if it recorded nothing.
+    /// Every data point of the counter or gauge `name`, sorted by attributes; none if it
+    /// recorded nothing.
     pub fn points(&self, name: &str) -> Vec<Point> {
-        self.read(name, |metric| match metric.data() {
-            AggregatedMetrics::U64(data) => points(data, |v| i64::try_from(v).unwrap()),
-            AggregatedMetrics::I64(data) => points(data, |v| v),
-            AggregatedMetrics::F64(_) => panic!("{name} records floats"),
-        })
-        .unwrap_or_default()
+        let mut points = self
+            .read(name, |metric| match metric.data() {
+                AggregatedMetrics::U64(data) => points(data, |v| i64::try_from(v).unwrap()),
+                AggregatedMetrics::I64(data) => points(data, |v| v),
+                AggregatedMetrics::F64(_) => panic!("{name} records floats"),
+            })
+            .unwrap_or_default();
+        points.sort();
+        points
     }
 
     /// The value of the data point of `name` whose attributes are exactly `attributes`.

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{Method, Request, StatusCode};
 use ordertrail_shared::api::OrderStatus;
 use ordertrail_shared::http::ServiceClient;
 use ordertrail_testkit::{CapturedMetrics, CapturedSpans, databases};
 use tower::ServiceExt;
 
-use super::{create, inventory, nowhere, payment, reserve_mugs};
+use super::proxy::{Pass, Proxy};
+use super::{create, inventory, nowhere, payment, payment_url, reserve_mugs};
 use crate::metrics::OrderMetrics;
 use crate::{AppState, MIGRATIONS, Recovery, Saga, Store, router};
 
@@ -98,6 +99,45 @@ async fn a_declined_card_counts_a_failed_order_with_its_reason_and_the_release_t
         [point(&[("saga.compensation", "release")], 1)]
     );
     assert!(metrics.points(REVENUE).is_empty());
+}
+
+#[tokio::test]
+async fn a_charge_whose_answer_was_lost_counts_its_refund_and_release() {
+    let _spans = CapturedSpans::start();
+    let metrics = CapturedMetrics::start();
+    // Every charge is taken and its answer lost on the way back: it may have been applied.
+    let proxy = Proxy::start(&payment_url().await, |method, path| {
+        if method == Method::POST && path == "/payments" {
+            Pass::Lost
+        } else {
+            Pass::Through
+        }
+    })
+    .await;
+    let app = orders(inventory().await, proxy.client(), &metrics).await;
+
+    assert_eq!(
+        place(&app, order(1, "4242424242424242")).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    assert_eq!(
+        metrics.points(COMPENSATIONS),
+        [
+            point(&[("saga.compensation", "refund")], 1),
+            point(&[("saga.compensation", "release")], 1)
+        ]
+    );
+    assert_eq!(
+        metrics.points(ORDERS),
+        [point(
+            &[
+                ("order.status", "failed"),
+                ("error.type", "service_unavailable")
+            ],
+            1
+        )]
+    );
 }
 
 #[tokio::test]
