@@ -240,10 +240,10 @@ async fn paced(load: Load, jobs: Vec<load::Job>) -> Vec<Sent> {
 fn overlapping_work(spans: &[ReceivedSpan]) -> Vec<String> {
     let mut work: BTreeMap<&str, Vec<&ReceivedSpan>> = BTreeMap::new();
     for span in spans.iter().filter(|s| s.service_name == "order") {
-        if span.name == "checkout" || span.name == "order.recover" {
-            if let Some(order) = span.attribute("order.id") {
-                work.entry(order).or_default().push(span);
-            }
+        if (span.name == "checkout" || span.name == "order.recover")
+            && let Some(order) = span.attribute("order.id")
+        {
+            work.entry(order).or_default().push(span);
         }
     }
     let mut found = Vec::new();
