@@ -648,38 +648,61 @@ fn the_setup_job_gets_every_file_and_variable_setup_reads() {
     };
     let job = find(&objects, "Job", "ordertrail-setup");
     let container = container(job);
+    // What the Job sees under /deploy: each mount's ConfigMap, or the ConfigMaps a projected
+    // volume gathers (with `items` placing keys in sub-folders), by path.
     let volumes = job["spec"]["template"]["spec"]["volumes"]
         .as_array()
         .unwrap();
-    // Each deploy/ folder setup.sh reads is mounted whole, from a ConfigMap holding its files.
-    for (folder, wanted) in [
-        ("setup", "sh"),
-        ("elasticsearch", "json"),
-        ("kibana", "ndjson"),
-    ] {
-        let mount = container["volumeMounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["mountPath"] == format!("/deploy/{folder}"))
-            .unwrap_or_else(|| panic!("/deploy/{folder} is mounted"));
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for mount in container["volumeMounts"].as_array().unwrap() {
         let volume = volumes.iter().find(|v| v["name"] == mount["name"]).unwrap();
-        let map = find(
-            &objects,
-            "ConfigMap",
-            volume["configMap"]["name"].as_str().unwrap(),
-        );
-        let held: BTreeSet<&String> = map["data"].as_object().unwrap().keys().collect();
+        let sources = match volume["projected"]["sources"].as_array() {
+            Some(sources) => sources.iter().map(|s| &s["configMap"]).collect(),
+            None => vec![&volume["configMap"]],
+        };
+        for source in sources.into_iter().filter(|s| s.is_object()) {
+            let map = find(&objects, "ConfigMap", source["name"].as_str().unwrap());
+            let data = map["data"].as_object().unwrap();
+            let placed: Vec<(String, String)> = match source["items"].as_array() {
+                Some(items) => items
+                    .iter()
+                    .map(|i| {
+                        (
+                            i["key"].as_str().unwrap().into(),
+                            i["path"].as_str().unwrap().into(),
+                        )
+                    })
+                    .collect(),
+                None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
+            };
+            for (key, path) in placed {
+                let content = data[&key].as_str().unwrap();
+                seen.insert(
+                    format!("{}/{path}", mount["mountPath"].as_str().unwrap()),
+                    content,
+                );
+            }
+        }
+    }
+    // Every file setup.sh reads from deploy/ is there, as committed.
+    for (folder, wanted) in [
+        ("setup", &["sh"][..]),
+        ("elasticsearch", &["json"]),
+        ("kibana", &["ndjson", "json"]),
+        ("kibana/rules", &["json"]),
+    ] {
         for name in committed_files(&format!("deploy/{folder}")) {
-            if name.ends_with(&format!(".{wanted}")) {
+            if wanted.iter().any(|ext| name.ends_with(&format!(".{ext}"))) {
+                let path = format!("/deploy/{folder}/{name}");
                 let content =
                     std::fs::read_to_string(repo(&format!("deploy/{folder}/{name}"))).unwrap();
-                assert!(
-                    held.contains(&name),
-                    "deploy/{folder}/{name} is not in the ConfigMap: add it to the \
-                     configMapGenerator in deploy/k8s/base/kustomization.yaml"
-                );
-                assert_eq!(map["data"][&name], content.as_str(), "{name} as in deploy/");
+                let held = seen.get(&path).unwrap_or_else(|| {
+                    panic!(
+                        "{path} is not given to the setup Job: add it to the configMapGenerator \
+                         in deploy/k8s/base/kustomization.yaml (and the Job's volume)"
+                    )
+                });
+                assert_eq!(*held, content.as_str(), "{path} as in deploy/");
             }
         }
     }
