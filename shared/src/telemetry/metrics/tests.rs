@@ -95,12 +95,15 @@ fn instruments() -> (SdkMeterProvider, InMemoryMetricExporter, Instruments) {
     (provider, exporter, instruments)
 }
 
+/// A histogram point: its attributes as text (sorted), its bounds and its count.
+type Point = (Vec<(String, String)>, Vec<f64>, u64);
+
 /// The histogram points of `name`, each with its attributes as text.
 fn histogram(
     provider: &SdkMeterProvider,
     exporter: &InMemoryMetricExporter,
     name: &str,
-) -> (String, Vec<(Vec<(String, String)>, Vec<f64>, u64)>) {
+) -> (String, Vec<Point>) {
     provider.force_flush().unwrap();
     let exported = exporter.get_finished_metrics().unwrap();
     let metric = exported
@@ -201,7 +204,7 @@ fn a_call_and_a_query_are_measured_with_the_conventions_attributes_and_buckets()
 
     let (unit, calls) = histogram(&provider, &exporter, "http.client.request.duration");
     assert_eq!(unit, "s");
-    let keys = |points: &[(Vec<(String, String)>, Vec<f64>, u64)]| {
+    let keys = |points: &[Point]| {
         let mut keys: Vec<Vec<String>> = points
             .iter()
             .map(|(a, _, _)| a.iter().map(|(k, _)| k.clone()).collect())
