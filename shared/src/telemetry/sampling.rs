@@ -25,7 +25,9 @@ const MIN_POLLING_INTERVAL: Duration = Duration::from_millis(100);
 /// The root sampling rate until the first strategies arrive (Jaeger's own default).
 const DEFAULT_INITIAL_SAMPLING_RATE: f64 = 0.001;
 /// The longest one fetch of strategies may take; the SDK sets no limit of its own, and a hung
-/// fetch would stop every later update.
+/// fetch would stop every later update. Fixed, whatever the polling interval: the SDK's loop
+/// fetches one at a time, so a fetch slower than the interval only delays the next one, where
+/// a timeout as short as the interval would fail every fetch of a slow moment.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a trace's root span decides whether the trace is sampled. Whatever it is, a span with a
@@ -70,11 +72,7 @@ impl Default for JaegerRemote {
 impl Sampling {
     /// Reads `OTEL_TRACES_SAMPLER` (`sampler`) and `OTEL_TRACES_SAMPLER_ARG` (`arg`). What
     /// cannot be honoured is described in `warnings` and replaced by its default.
-    pub(super) fn from_vars(
-        sampler: Option<&str>,
-        arg: Option<&str>,
-        warnings: &mut Vec<String>,
-    ) -> Self {
+    pub fn from_vars(sampler: Option<&str>, arg: Option<&str>, warnings: &mut Vec<String>) -> Self {
         let Some(sampler) = sampler.map(|s| s.trim().to_ascii_lowercase()) else {
             return Self::AlwaysOn;
         };
@@ -179,7 +177,7 @@ impl JaegerRemote {
             return Err("polling needs a tokio runtime".to_owned());
         }
         let http = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT.min(self.polling_interval))
+            .timeout(FETCH_TIMEOUT)
             .build()
             .map_err(|err| err.to_string())?;
         let initial = Sampler::TraceIdRatioBased(self.initial_sampling_rate);
@@ -230,17 +228,19 @@ fn readable_strategies(body: Bytes) -> Bytes {
     let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(&body) else {
         return body;
     };
-    // The proto's own advice: the type is a legacy field, the strategy present is what counts.
+    // A type the answer states wins. Proto JSON leaves the type out at its default
+    // (PROBABILISTIC, 0), so without one, the strategy present says which it is.
     let strategy_type = match answer.get("strategyType") {
         Some(Value::Number(n)) if n.as_u64() == Some(1) => "RATE_LIMITING",
         Some(Value::String(name)) if name == "RATE_LIMITING" => "RATE_LIMITING",
-        _ if answer
+        Some(_) => "PROBABILISTIC",
+        None if answer
             .get("rateLimitingSampling")
             .is_some_and(Value::is_object) =>
         {
             "RATE_LIMITING"
         }
-        _ => "PROBABILISTIC",
+        None => "PROBABILISTIC",
     };
     answer.insert("strategyType".to_owned(), strategy_type.into());
     // Proto JSON leaves out a field at its default (0, or an empty list).

@@ -12,9 +12,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
+
+/// How long the accept loop waits after `accept` failed before it tries again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Forwards the connections made to [`Balancer::addr`] to its backends in turn, until dropped
 /// (which cuts the connections under way too).
@@ -52,6 +56,9 @@ async fn accept(listener: TcpListener, backends: Arc<Vec<SocketAddr>>) {
     let mut connections = JoinSet::new();
     loop {
         let Ok((client, _)) = listener.accept().await else {
+            // An error that persists (out of file descriptors) would otherwise spin the loop
+            // at full speed; a pause gives the connections a chance to close.
+            tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
             continue;
         };
         // Reap the finished ones, so that the set does not grow with every connection made.

@@ -209,26 +209,49 @@ fn jaegers_thrift_json_and_the_proto_json_both_reach_the_sdk_in_the_shape_it_rea
             }
         })
     );
+    // A type the answer states wins over the strategies it carries.
+    assert_eq!(
+        read(
+            r#"{"strategyType":0,"probabilisticSampling":{"samplingRate":0.5},"rateLimitingSampling":{"maxTracesPerSecond":5}}"#
+        )["strategyType"],
+        "PROBABILISTIC"
+    );
+    assert_eq!(
+        read(r#"{"strategyType":"PROBABILISTIC","rateLimitingSampling":{}}"#)["strategyType"],
+        "PROBABILISTIC"
+    );
+    // Without one (proto JSON at its default), the strategy present says.
+    assert_eq!(
+        read(r#"{"rateLimitingSampling":{"maxTracesPerSecond":5}}"#)["strategyType"],
+        "RATE_LIMITING"
+    );
     assert_eq!(
         readable_strategies(Bytes::from_static(b"not json")),
         Bytes::from_static(b"not json")
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_remote_sampler_applies_the_strategies_jaeger_serves() {
+/// Serves [`JAEGER_ANSWER`] at `/sampling`, each answer `delay` after its request; gives the
+/// endpoint and the query strings asked so far.
+async fn serve_strategies(delay: Duration) -> (String, Arc<Mutex<Vec<String>>>) {
     let queries = Arc::new(Mutex::new(Vec::new()));
     let seen = queries.clone();
     let strategies = Router::new().route(
         "/sampling",
         get(move |RawQuery(query): RawQuery| async move {
             seen.lock().unwrap().push(query.unwrap_or_default());
+            tokio::time::sleep(delay).await;
             ([("content-type", "application/json")], JAEGER_ANSWER)
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}/sampling", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, strategies).await });
+    (endpoint, queries)
+}
+
+/// A remote sampler polling `endpoint` every 100 ms, sampling nothing until it has strategies.
+fn polling_sampler(endpoint: String) -> Sampler {
     let remote = Sampling::JaegerRemote(JaegerRemote {
         endpoint,
         polling_interval: Duration::from_millis(100),
@@ -237,17 +260,31 @@ async fn the_remote_sampler_applies_the_strategies_jaeger_serves() {
     let mut warnings = Vec::new();
     let sampler = remote.sampler("gateway", &mut warnings);
     assert!(warnings.is_empty(), "{warnings:?}");
+    sampler
+}
 
-    // Nothing until the strategies arrive (initial rate 0), then every order placement.
+/// Waits until `sampler` keeps an order placement (initial rate 0: the strategies arrived).
+/// The deadline is generous: on a loaded machine the first fetch may come late; a sampler that
+/// never applies them fails here all the same.
+async fn until_strategies_apply(sampler: &Sampler, queries: &Mutex<Vec<String>>) {
     let started = Instant::now();
-    while decide(&sampler, None, "POST /api/orders") == SamplingDecision::Drop {
+    while decide(sampler, None, "POST /api/orders") == SamplingDecision::Drop {
         assert!(
-            started.elapsed() < Duration::from_secs(3),
+            started.elapsed() < Duration::from_secs(20),
             "strategies never applied; fetched {:?}",
             queries.lock().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_sampler_applies_the_strategies_jaeger_serves() {
+    let (endpoint, queries) = serve_strategies(Duration::ZERO).await;
+    let sampler = polling_sampler(endpoint);
+
+    // Nothing until the strategies arrive (initial rate 0), then every order placement.
+    until_strategies_apply(&sampler, &queries).await;
     for _ in 0..100 {
         assert_eq!(
             decide(&sampler, None, "POST /api/orders"),
@@ -259,4 +296,12 @@ async fn the_remote_sampler_applies_the_strategies_jaeger_serves() {
         );
     }
     assert_eq!(queries.lock().unwrap()[0], "service=gateway");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strategies_answered_slower_than_the_polling_interval_still_apply() {
+    // Three intervals per answer: a fetch may take longer than the interval between fetches.
+    let (endpoint, queries) = serve_strategies(Duration::from_millis(300)).await;
+    let sampler = polling_sampler(endpoint);
+    until_strategies_apply(&sampler, &queries).await;
 }
