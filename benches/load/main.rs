@@ -23,8 +23,11 @@
 //! N` instead loads one SQLite stack, telemetry on, for N minutes and prints each service's
 //! resident memory every minute. `ORDERTRAIL_BENCH_BIN=path` runs another build of
 //! `ordertrail` (the one before a change, say); `--service-env NAME=VALUE` adds to every
-//! service's environment (to try a setting).
+//! service's environment (to try a setting). `--counts N` times nothing: it counts what N
+//! orders leave behind (spans, OTLP bytes, log lines, PostgreSQL rows and WAL; see
+//! `counts.rs`).
 
+mod counts;
 mod drive;
 mod report;
 mod stack;
@@ -51,6 +54,8 @@ struct Settings {
     only: Option<String>,
     workloads: Vec<Workload>,
     soak_minutes: u64,
+    /// Orders per batch of `--counts` (0: time the workloads instead).
+    counts: u64,
     /// More environment for every service (`--service-env NAME=VALUE`, repeatable).
     service_env: Vec<(String, String)>,
 }
@@ -67,6 +72,7 @@ impl Settings {
             only: None,
             workloads: vec![Workload::Orders, Workload::Reads],
             soak_minutes: 0,
+            counts: 0,
             service_env: Vec::new(),
         };
         let mut args = std::env::args().skip(1);
@@ -92,6 +98,7 @@ impl Settings {
                         .collect::<anyhow::Result<_>>()?;
                 }
                 "--soak-minutes" => settings.soak_minutes = value()?.parse()?,
+                "--counts" => settings.counts = value()?.parse()?,
                 "--service-env" => {
                     let pair = value()?;
                     let (name, value) = pair
@@ -104,7 +111,7 @@ impl Settings {
                 other => anyhow::bail!(
                     "unknown argument {other}; known: --seconds --rounds --connections --settle \
                      --postgres URL --only sqlite|postgresql --workloads orders,reads \
-                     --soak-minutes --service-env NAME=VALUE"
+                     --soak-minutes --counts ORDERS --service-env NAME=VALUE"
                 ),
             }
         }
@@ -133,6 +140,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .timeout(REQUEST_TIMEOUT)
         .pool_max_idle_per_host(settings.connections)
         .build()?;
+    if settings.counts > 0 {
+        return counts::run(&http, &settings, settings.counts).await;
+    }
     let (endpoint, spans) = start_receiver().await?;
     if settings.soak_minutes > 0 {
         return soak(&http, &settings, &endpoint).await;

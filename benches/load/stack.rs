@@ -175,6 +175,20 @@ impl Stack {
         Ok(stack)
     }
 
+    /// The file `role`'s stdout goes to.
+    pub fn log_file(&self, role: &str) -> PathBuf {
+        self.dir.join(format!("{role}.log"))
+    }
+
+    /// The name of `role`'s PostgreSQL database (`None` on SQLite).
+    pub fn database(&self, role: &str) -> Option<&str> {
+        let (_, names) = self.postgres.as_ref()?;
+        ROLES
+            .iter()
+            .position(|&r| r == role)
+            .map(|i| names[i].as_str())
+    }
+
     /// Each service's CPU time and memory now, in [`ROLES`] order.
     pub fn usage(&self) -> anyhow::Result<Vec<Usage>> {
         self.children
@@ -229,7 +243,7 @@ fn binary() -> PathBuf {
 
 /// utime + stime (fields 14 and 15 of `/proc/<pid>/stat`, counted after the command name,
 /// which may hold spaces) and VmRSS of `pid`.
-fn usage_of(pid: u32) -> anyhow::Result<Usage> {
+pub fn usage_of(pid: u32) -> anyhow::Result<Usage> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after_name = stat
         .rsplit_once(')')
@@ -300,7 +314,7 @@ async fn drop_databases(server: &str, names: &[String]) -> anyhow::Result<()> {
 }
 
 /// `server` (a URL, perhaps with a database and a query) with its database replaced by `name`.
-fn database_url(server: &str, name: &str) -> String {
+pub fn database_url(server: &str, name: &str) -> String {
     let (base, query) = server
         .split_once('?')
         .map_or((server, None), |(base, query)| (base, Some(query)));
