@@ -131,9 +131,8 @@ async fn the_deployed_remote_strategies_are_fetched_and_applied_per_operation() 
         ..Setup::default()
     })
     .await;
-    // The sampler fetches, applies, waits an interval, fetches again: a second fetch means
-    // the first answer is in use.
-    jaeger.fetched_twice_by(&ROLES).await;
+    strategies_in_use(&stack).await;
+    jaeger.asked_by(&ROLES).await;
     let placed = stack
         .post_order(&order("TRAIL-MUG", 1, GOOD_CARD), None, None)
         .await;
@@ -216,6 +215,32 @@ async fn restock(stack: &TestStack, sku: &str, units: i64) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+}
+
+/// Waits (up to twenty seconds, for a loaded machine) until the gateway samples an order
+/// placement, which it does only once the strategies are in use (initial rate 0, every
+/// `POST /api/orders` in the file). The probe's body is refused before anything is ordered;
+/// its root span, and so the decision, is the same as an order's.
+async fn strategies_in_use(stack: &TestStack) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let probe = stack.post_order(&json!({}), None, None).await;
+        assert_eq!(
+            probe.status / 100,
+            4,
+            "the probe is refused: {}",
+            probe.body
+        );
+        let header = probe.traceresponse.expect("a traceresponse");
+        if header.ends_with("-01") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway never applied the strategies: {header}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Sends `n` requests made by `request`, [`CONCURRENCY`] at a time.
