@@ -16,6 +16,14 @@
 //! target, a module path, and the modules under it: `ordertrail_inventory:0.5`), separated by
 //! commas. A route rule wins over a target rule; among target rules, the longest.
 //!
+//! A route is each service's own: a read of the products is `/api/products` in the gateway and
+//! `/products` in inventory, so `http.route=/api/products:0.05` thins the gateway's lines of
+//! that request and leaves inventory's whole. To thin a read in every service it crosses, name
+//! each service's route with the same share (every service reads the same rules, and a rule
+//! naming a route a service does not have is never matched there):
+//! `http.route=/api/products:0.05,http.route=/products:0.05`. Equal shares keep or leave out
+//! the same requests everywhere (below).
+//!
 //! The choice is made per trace, not per line: the trace id's 128 bits are mixed into a
 //! number from 0 to 2⁶⁴ (the same function in every process, with no random seed) and a line
 //! is kept when that number is below share × 2⁶⁴. So a request's lines are kept or left out

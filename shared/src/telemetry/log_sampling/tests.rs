@@ -193,6 +193,43 @@ fn a_route_rule_applies_to_the_lines_of_spans_under_the_server_span() {
     assert_eq!(messages(&lines), ["kept"]);
 }
 
+#[test]
+fn a_read_is_thinned_in_every_service_it_crosses_only_with_each_hops_route_named() {
+    let ids = trace_ids(200);
+    // The same read: `/api/products` in the gateway, `/products` in inventory.
+    let read = |rules: &str| {
+        let policy = policy("1", rules);
+        let mut per_trace: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for (service, route) in [("gateway", "/api/products"), ("inventory", "/products")] {
+            let (lines, _) = lines_of(service, &policy, || {
+                for &id in &ids {
+                    request(id, false, route, || tracing::info!("request completed"));
+                }
+            });
+            for line in lines {
+                let trace = line["trace.id"].as_str().unwrap().to_owned();
+                per_trace.entry(trace).or_default().push(service);
+            }
+        }
+        per_trace
+    };
+    // The gateway's route alone: inventory's lines of the same requests are all written.
+    let gateway_only = read("http.route=/api/products:0");
+    assert_eq!(gateway_only.len(), 200);
+    assert!(gateway_only.values().all(|s| s == &["inventory"]));
+    // Each hop's route with the same share: a request's lines in both services, or none.
+    let both = read("http.route=/api/products:0.3,http.route=/products:0.3");
+    assert!(
+        both.values().all(|s| s == &["gateway", "inventory"]),
+        "{both:?}"
+    );
+    assert!(
+        (30..=90).contains(&both.len()),
+        "{} of 200 kept",
+        both.len()
+    );
+}
+
 /// Trace ids from a seeded generator, for root spans.
 #[derive(Debug)]
 struct SeededIds(std::sync::Mutex<rand::rngs::StdRng>);
