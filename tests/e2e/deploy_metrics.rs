@@ -10,6 +10,7 @@ mod pinned;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use ordertrail_shared::telemetry::Sampling;
 use serde_yaml_ng::Value as Yaml;
 
 use crate::deploy::{compose, read, repo, string};
@@ -398,6 +399,42 @@ fn jaegers_monitor_tab_reads_what_its_exporter_writes_and_prometheus_scrapes() {
     assert_eq!(
         check["depends_on"]["prometheus"]["condition"],
         "service_healthy"
+    );
+}
+
+#[test]
+fn one_setting_switches_compose_to_jaegers_sampling_strategies() {
+    let compose = compose();
+    let environment = &compose["services"]["gateway"]["environment"];
+    let sampler = default_of(&string(&environment["OTEL_TRACES_SAMPLER"]));
+    let arg = default_of(&string(&environment["OTEL_TRACES_SAMPLER_ARG"]));
+    let sampling = |sampler: &str| {
+        let mut warnings = Vec::new();
+        let sampling = Sampling::from_vars(Some(sampler), Some(&arg), &mut warnings);
+        (sampling, warnings)
+    };
+    // The default sampler ignores the argument, and says nothing about it.
+    assert_eq!(sampling(&sampler), (Sampling::AlwaysOn, Vec::new()));
+
+    // Switched: Jaeger's strategies on the Compose network, every trace until the first answer.
+    let (switched, warnings) = sampling("parentbased_jaeger_remote");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let Sampling::JaegerRemote(remote) = switched else {
+        panic!("{switched:?}")
+    };
+    let endpoint = reqwest::Url::parse(&remote.endpoint).unwrap();
+    let served = string(&jaeger_config("off")["extensions"]["remote_sampling"]["http"]["endpoint"]);
+    assert_eq!(endpoint.host_str(), Some("jaeger"), "{endpoint}");
+    assert_eq!(endpoint.port(), Some(port(&served)), "{endpoint}");
+    assert!(compose["services"]["jaeger"].is_mapping());
+    assert_eq!(remote.initial_sampling_rate, 1.0);
+    // .env.example leaves the argument to compose.
+    let example = read(".env.example");
+    assert!(
+        !example
+            .lines()
+            .any(|line| line.starts_with("OTEL_TRACES_SAMPLER_ARG=")),
+        ".env.example sets OTEL_TRACES_SAMPLER_ARG"
     );
 }
 
