@@ -6,13 +6,19 @@
 //! delete-by-query per stream (`conflicts=proceed`, so that a document changed meanwhile does
 //! not stop the rest; `refresh`, so that a search right after sees them gone), and reports how
 //! many documents went from each. What it cannot reach is said in every report
-//! ([`NOT_REACHED`]).
+//! ([`NOT_REACHED`]). A data stream whose deletion fails stops the run (a refused login would
+//! be refused again), and the report says what went before the failure, the failure, and
+//! which data streams were not tried. A backing index with a write block
+//! (`index.blocks.write`, which no action of the deployed ILM policy sets) keeps its
+//! documents: the report names it and says how to lift the block.
 //!
 //! It refuses to run without explicit credentials (`--user` or `ELASTICSEARCH_USER`, and
 //! `ELASTICSEARCH_PASSWORD`, which is read from the environment only, so that it never shows in
-//! a process list or a shell history; neither has a default) and without `--yes`. The customer
-//! id follows the API's rules ([`CustomerId`]), so it is a plain term, never a query.
+//! a process list or a shell history; neither has a default) and without `--yes`, and refuses
+//! an Elasticsearch URL that carries a user or password (it would be shown in messages). The
+//! customer id follows the API's rules ([`CustomerId`]), so it is a plain term, never a query.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -45,7 +51,7 @@ pub struct Args {
     /// as the API takes it.
     #[arg(long, value_parser = parse_customer)]
     pub customer: CustomerId,
-    /// Elasticsearch (http only).
+    /// Elasticsearch (http only, without a user or password in it).
     #[arg(
         long,
         env = "ELASTICSEARCH_URL",
@@ -73,7 +79,7 @@ fn parse_customer(id: &str) -> Result<CustomerId, String> {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let password = std::env::var("ELASTICSEARCH_PASSWORD").ok();
     let target = Elasticsearch::from_args(&args, password)?;
-    let report = forget(&target, &args.customer).await?;
+    let report = forget(&target, &args.customer).await;
     println!("{report}");
     report.ensure_complete()
 }
@@ -87,13 +93,15 @@ pub struct Elasticsearch {
 }
 
 impl Elasticsearch {
-    /// Elasticsearch at `url` as `user`; requests time out after `timeout`.
+    /// Elasticsearch at `url` as `user`; requests time out after `timeout`. A `url` with a
+    /// user or password in it is refused, and never shown.
     pub fn new(
         url: Url,
         user: String,
         password: SecretString,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
+        ensure_no_userinfo(&url)?;
         anyhow::ensure!(
             url.scheme() == "http",
             "{url}: only http:// URLs are supported"
@@ -110,9 +118,10 @@ impl Elasticsearch {
         })
     }
 
-    /// What `args` and the `password` from the environment allow, or the refusal: no user,
-    /// no password, or no `--yes`.
+    /// What `args` and the `password` from the environment allow, or the refusal: a URL
+    /// with credentials in it, no user, no password, or no `--yes`.
     pub fn from_args(args: &Args, password: Option<String>) -> anyhow::Result<Self> {
+        ensure_no_userinfo(&args.elasticsearch_url)?;
         let customer = args.customer.as_str();
         let Some(user) = args.user.clone().filter(|user| !user.is_empty()) else {
             bail!(
@@ -176,6 +185,10 @@ impl Elasticsearch {
             StatusCode::NOT_FOUND if answer["error"]["type"] == "index_not_found_exception" => {
                 return Ok(Outcome::Absent);
             }
+            _ if answer["error"]["type"] == "cluster_block_exception" => bail!(
+                "{stream}: Elasticsearch refused to write to it ({status}): {}",
+                reason()
+            ),
             StatusCode::UNAUTHORIZED => bail!(
                 "{stream}: Elasticsearch refused the credentials of user {} (401): {}",
                 self.user,
@@ -193,18 +206,49 @@ impl Elasticsearch {
                 .as_u64()
                 .with_context(|| format!("{stream}: no {name} in Elasticsearch's answer: {answer}"))
         };
-        let failures = answer["failures"].as_array().map_or(0, Vec::len);
+        let failures = answer["failures"].as_array().map(Vec::as_slice);
+        // Each failed document names its backing index and the cause; one line per index.
+        let unreached = failures
+            .unwrap_or_default()
+            .iter()
+            .map(|failure| {
+                let index = failure["index"].as_str().unwrap_or("(no index named)");
+                let cause = &failure["cause"];
+                let cause = cause["type"].as_str().or(cause["reason"].as_str());
+                (
+                    index.to_owned(),
+                    cause.unwrap_or("no reason given").to_owned(),
+                )
+            })
+            .collect();
         Ok(Outcome::Deleted {
             deleted: count("deleted")?,
             matched: count("total")?,
-            failures,
+            failures: failures.map_or(0, <[Value]>::len),
+            unreached,
             timed_out: answer["timed_out"] == true,
         })
     }
 }
 
+/// Refuses a URL with a user or password in it: reqwest would send them, and every message
+/// that names the URL would show them. The refusal shows the URL without them.
+fn ensure_no_userinfo(url: &Url) -> anyhow::Result<()> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(());
+    }
+    let mut shown = url.clone();
+    // Only a URL that cannot have a user refuses these, and it has none to hide.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    bail!(
+        "refusing an Elasticsearch URL with a user or password in it ({shown} with them): give \
+         the user with --user (or ELASTICSEARCH_USER) and the password in ELASTICSEARCH_PASSWORD"
+    )
+}
+
 /// What happened in one data stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The query ran.
     Deleted {
@@ -214,24 +258,31 @@ pub enum Outcome {
         matched: u64,
         /// Documents Elasticsearch could not delete (search or bulk failures).
         failures: usize,
+        /// The backing indices of those failures, each with the cause of its first failure
+        /// (`cluster_block_exception`: a write block).
+        unreached: BTreeMap<String, String>,
         /// Whether Elasticsearch gave up before the end.
         timed_out: bool,
     },
     /// The data stream does not exist (nothing was ever shipped to it).
     Absent,
+    /// The deletion failed, for this reason; the data streams after it were not tried.
+    Failed(String),
 }
 
 impl Outcome {
     /// Whether every matching document went.
-    fn complete(self) -> bool {
+    fn complete(&self) -> bool {
         match self {
             Self::Deleted {
                 deleted,
                 matched,
                 failures,
                 timed_out,
-            } => deleted == matched && failures == 0 && !timed_out,
+                ..
+            } => deleted == matched && *failures == 0 && !timed_out,
             Self::Absent => true,
+            Self::Failed(_) => false,
         }
     }
 }
@@ -241,7 +292,8 @@ impl Outcome {
 pub struct Report {
     /// The customer.
     pub customer: String,
-    /// Each data stream and its outcome, in [`DATA_STREAMS`] order.
+    /// Each data stream tried and its outcome, in [`DATA_STREAMS`] order; the run stops after
+    /// a [`Outcome::Failed`] one.
     pub streams: Vec<(&'static str, Outcome)>,
 }
 
@@ -252,24 +304,41 @@ impl Report {
             .iter()
             .map(|(_, outcome)| match outcome {
                 Outcome::Deleted { deleted, .. } => *deleted,
-                Outcome::Absent => 0,
+                Outcome::Absent | Outcome::Failed(_) => 0,
             })
             .sum()
     }
 
-    /// An error unless every matching document went.
+    /// The data streams the run stopped before.
+    pub fn not_tried(&self) -> Vec<&'static str> {
+        DATA_STREAMS
+            .into_iter()
+            .filter(|stream| !self.streams.iter().any(|(tried, _)| tried == stream))
+            .collect()
+    }
+
+    /// An error unless every matching document went; it names the failure that stopped
+    /// the run, if one did.
     pub fn ensure_complete(&self) -> anyhow::Result<()> {
-        let incomplete: Vec<&str> = self
+        let mut incomplete: Vec<&str> = self
             .streams
             .iter()
             .filter(|(_, outcome)| !outcome.complete())
             .map(|(stream, _)| *stream)
             .collect();
+        incomplete.extend(self.not_tried());
+        let failure = self.streams.iter().find_map(|(_, outcome)| match outcome {
+            Outcome::Failed(reason) => Some(reason.as_str()),
+            _ => None,
+        });
         anyhow::ensure!(
             incomplete.is_empty(),
-            "documents of customer {} are left in {}: run it again",
+            "documents of customer {} may be left in {}{}: run it again",
             self.customer,
-            incomplete.join(", ")
+            incomplete.join(", "),
+            failure
+                .map(|reason| format!(" ({reason})"))
+                .unwrap_or_default()
         );
         Ok(())
     }
@@ -288,11 +357,15 @@ impl fmt::Display for Report {
                     deleted,
                     matched,
                     failures,
+                    unreached,
                     timed_out,
                 } => {
                     write!(f, "  {stream:<18} {deleted:>8}")?;
                     if deleted != matched {
-                        write!(f, " of {matched} (the rest changed meanwhile)")?;
+                        write!(f, " of {matched}")?;
+                        if *failures == 0 && !timed_out {
+                            write!(f, " (the rest changed meanwhile)")?;
+                        }
                     }
                     if *failures > 0 {
                         write!(f, ", {failures} failures")?;
@@ -301,9 +374,27 @@ impl fmt::Display for Report {
                         write!(f, ", timed out")?;
                     }
                     writeln!(f)?;
+                    for (index, cause) in unreached {
+                        writeln!(f, "    not deleted in {index}: {cause}")?;
+                    }
+                    if unreached.values().any(|c| c == "cluster_block_exception") {
+                        writeln!(
+                            f,
+                            "    an index with a write block keeps its documents: lift it with \
+                             PUT <index>/_settings {{\"index.blocks.write\": false}} (the \
+                             manage privilege on it) and run this again"
+                        )?;
+                    }
                 }
                 Outcome::Absent => writeln!(f, "  {stream:<18} {:>8} (no such data stream)", 0)?,
+                Outcome::Failed(reason) => writeln!(f, "  {stream:<18} failed: {reason}")?,
             }
+        }
+        for stream in self.not_tried() {
+            writeln!(
+                f,
+                "  {stream:<18} not tried (the run stopped at the failure above)"
+            )?;
         }
         writeln!(f, "  {:<18} {:>8}", "in all", self.deleted())?;
         write!(f, "{NOT_REACHED}")
@@ -311,17 +402,23 @@ impl fmt::Display for Report {
 }
 
 /// Deletes `customer`'s documents from every data stream in [`DATA_STREAMS`], one after the
-/// other; stops at the first error (credentials refused, Elasticsearch failing), which names
-/// the data stream.
-pub async fn forget(target: &Elasticsearch, customer: &CustomerId) -> anyhow::Result<Report> {
+/// other. The first failure (credentials refused, Elasticsearch failing) stops the run; the
+/// report keeps what was deleted before it.
+pub async fn forget(target: &Elasticsearch, customer: &CustomerId) -> Report {
     let mut streams = Vec::new();
     for stream in DATA_STREAMS {
-        streams.push((stream, target.delete_by_query(stream, customer).await?));
+        match target.delete_by_query(stream, customer).await {
+            Ok(outcome) => streams.push((stream, outcome)),
+            Err(err) => {
+                streams.push((stream, Outcome::Failed(format!("{err:#}"))));
+                break;
+            }
+        }
     }
-    Ok(Report {
+    Report {
         customer: customer.as_str().to_owned(),
         streams,
-    })
+    }
 }
 
 #[cfg(test)]

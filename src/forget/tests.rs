@@ -103,7 +103,7 @@ const AUDIT: &str = "/ordertrail-audit/_delete_by_query";
 async fn each_data_stream_gets_a_delete_by_query_on_the_customer_with_the_credentials() {
     let es = FakeElasticsearch::start(&[(LOGS, 200, deleted(12)), (AUDIT, 200, deleted(2))]).await;
 
-    let report = forget(&es.client(), &customer("c-42@shop")).await.unwrap();
+    let report = forget(&es.client(), &customer("c-42@shop")).await;
 
     let seen = es.seen();
     let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
@@ -125,10 +125,7 @@ async fn each_data_stream_gets_a_delete_by_query_on_the_customer_with_the_creden
 #[tokio::test]
 async fn the_report_counts_per_data_stream_and_says_what_it_cannot_reach() {
     let es = FakeElasticsearch::start(&[(LOGS, 200, deleted(12)), (AUDIT, 200, deleted(2))]).await;
-    let report = forget(&es.client(), &customer("c-42"))
-        .await
-        .unwrap()
-        .to_string();
+    let report = forget(&es.client(), &customer("c-42")).await.to_string();
     for expected in [
         "customer c-42",
         "ordertrail-logs          12",
@@ -147,7 +144,7 @@ async fn a_data_stream_that_does_not_exist_has_nothing_to_delete() {
     let missing = json!({"error": {"type": "index_not_found_exception",
                                    "reason": "no such index [ordertrail-audit]"}, "status": 404});
     let es = FakeElasticsearch::start(&[(LOGS, 200, deleted(1)), (AUDIT, 404, missing)]).await;
-    let report = forget(&es.client(), &customer("c-1")).await.unwrap();
+    let report = forget(&es.client(), &customer("c-1")).await;
     assert_eq!(report.streams[1], ("ordertrail-audit", Outcome::Absent));
     assert!(
         report.to_string().contains("no such data stream"),
@@ -161,8 +158,9 @@ async fn refused_credentials_are_reported_and_nothing_more_is_tried() {
     let refused = json!({"error": {"type": "security_exception",
                                    "reason": "unable to authenticate user [forgetter]"}, "status": 401});
     let es = FakeElasticsearch::start(&[(LOGS, 401, refused), (AUDIT, 200, deleted(0))]).await;
-    let err = forget(&es.client(), &customer("c-1")).await.unwrap_err();
-    let message = format!("{err:#}");
+    let report = forget(&es.client(), &customer("c-1")).await;
+    assert_eq!(report.not_tried(), ["ordertrail-audit"]);
+    let message = format!("{:#}", report.ensure_complete().unwrap_err());
     assert!(message.contains("ordertrail-logs"), "{message}");
     assert!(
         message.contains("refused the credentials of user forgetter (401)"),
@@ -173,18 +171,62 @@ async fn refused_credentials_are_reported_and_nothing_more_is_tried() {
 }
 
 #[tokio::test]
-async fn a_failing_elasticsearch_is_reported_with_its_status_and_reason() {
+async fn a_failing_elasticsearch_is_reported_with_what_was_deleted_before() {
     let failing = json!({"error": {"type": "search_phase_execution_exception",
                                    "reason": "all shards failed"}, "status": 503});
     let es = FakeElasticsearch::start(&[(LOGS, 200, deleted(3)), (AUDIT, 503, failing)]).await;
-    let err = forget(&es.client(), &customer("c-1")).await.unwrap_err();
-    let message = format!("{err:#}");
+    let report = forget(&es.client(), &customer("c-1")).await;
+    let printed = report.to_string();
+    for expected in [
+        "ordertrail-logs           3",
+        "ordertrail-audit   failed: ordertrail-audit: Elasticsearch answered 503 Service \
+         Unavailable: all shards failed",
+        "in all                    3",
+    ] {
+        assert!(printed.contains(expected), "{expected:?} in\n{printed}");
+    }
+    let message = format!("{:#}", report.ensure_complete().unwrap_err());
+    assert!(message.contains("ordertrail-audit"), "{message}");
+    assert!(!message.contains("ordertrail-logs"), "{message}");
+}
+
+#[tokio::test]
+async fn a_write_blocked_backing_index_is_named_with_how_to_lift_the_block() {
+    let index = ".ds-ordertrail-logs-2025.01.01-000001";
+    let blocked = json!({"timed_out": false, "total": 5, "deleted": 3, "failures": [
+        {"index": index, "id": "a", "status": 403, "cause": {"type": "cluster_block_exception",
+         "reason": format!("index [{index}] blocked by: [FORBIDDEN/8/index write (api)];")}},
+        {"index": index, "id": "b", "status": 403, "cause": {"type": "cluster_block_exception",
+         "reason": format!("index [{index}] blocked by: [FORBIDDEN/8/index write (api)];")}}
+    ]});
+    let es = FakeElasticsearch::start(&[(LOGS, 200, blocked), (AUDIT, 200, deleted(1))]).await;
+    let report = forget(&es.client(), &customer("c-1")).await;
+    let printed = report.to_string();
+    for expected in [
+        "3 of 5",
+        "2 failures",
+        &format!("not deleted in {index}: cluster_block_exception"),
+        "index.blocks.write",
+        "ordertrail-audit          1",
+    ] {
+        assert!(printed.contains(expected), "{expected:?} in\n{printed}");
+    }
+    assert!(report.ensure_complete().is_err());
+}
+
+#[tokio::test]
+async fn a_write_block_on_the_whole_request_is_not_called_a_missing_privilege() {
+    let blocked = json!({"error": {"type": "cluster_block_exception",
+        "reason": "index [.ds-ordertrail-audit-2025.01.01-000001] blocked by: [FORBIDDEN/8/index write (api)];"},
+        "status": 403});
+    let es = FakeElasticsearch::start(&[(LOGS, 200, deleted(1)), (AUDIT, 403, blocked)]).await;
+    let message = forget(&es.client(), &customer("c-1")).await.to_string();
     assert!(
-        message.contains(
-            "ordertrail-audit: Elasticsearch answered 503 Service Unavailable: all shards failed"
-        ),
+        message.contains("ordertrail-audit: Elasticsearch refused to write to it (403 Forbidden)"),
         "{message}"
     );
+    assert!(message.contains("index write (api)"), "{message}");
+    assert!(!message.contains("may not delete"), "{message}");
 }
 
 #[tokio::test]
@@ -192,7 +234,7 @@ async fn documents_left_behind_make_the_run_fail() {
     let partial = json!({"timed_out": false, "total": 3, "deleted": 2, "version_conflicts": 1,
                          "failures": []});
     let es = FakeElasticsearch::start(&[(LOGS, 200, partial), (AUDIT, 200, deleted(0))]).await;
-    let report = forget(&es.client(), &customer("c-1")).await.unwrap();
+    let report = forget(&es.client(), &customer("c-1")).await;
     assert!(report.to_string().contains("2 of 3"), "{report}");
     let err = report.ensure_complete().unwrap_err().to_string();
     assert!(err.contains("ordertrail-logs"), "{err}");
@@ -233,6 +275,37 @@ fn it_refuses_to_run_without_credentials_or_confirmation() {
     assert!(without_yes.contains("customer c-1"), "{without_yes}");
     let allowed = args(&["--customer", "c-1", "--user", "ops", "--yes"]).unwrap();
     assert!(Elasticsearch::from_args(&allowed, Some("pw".into())).is_ok());
+}
+
+#[test]
+fn a_url_with_a_user_or_password_is_refused_and_never_shown() {
+    let args = args(&[
+        "--customer",
+        "c-1",
+        "--user",
+        "ops",
+        "--yes",
+        "--elasticsearch-url",
+        "http://admin:hunter2@es:9200",
+    ])
+    .unwrap();
+    let refusal = Elasticsearch::from_args(&args, Some("pw".into()))
+        .err()
+        .map(|err| format!("{err:#}"))
+        .unwrap_or_default();
+    assert!(refusal.contains("user or password"), "{refusal}");
+    assert!(refusal.contains("http://es:9200/"), "{refusal}");
+    for secret in ["admin", "hunter2"] {
+        assert!(!refusal.contains(secret), "{refusal}");
+    }
+    let user_only = "http://admin@es:9200".parse().unwrap();
+    let refused = Elasticsearch::new(
+        user_only,
+        "ops".into(),
+        "pw".to_owned().into(),
+        Duration::ZERO,
+    );
+    assert!(refused.is_err());
 }
 
 #[test]

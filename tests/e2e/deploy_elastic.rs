@@ -524,6 +524,31 @@ fn the_ilm_policy_the_templates_name_exists_and_ends_in_delete() {
     assert!(days("warm") < days("delete"), "warm before delete");
 }
 
+/// `ordertrail forget` deletes by query from every backing index, so none may be write-blocked
+/// before ILM deletes it. The actions that block writes in Elasticsearch 8.19: `readonly`
+/// (`index.blocks.write`), `shrink` and `downsample` (their source, and the index they make),
+/// `searchable_snapshot` (a mounted index is read-only). `forcemerge` no longer does since
+/// elastic/elasticsearch#81162: its read-only step is a no-op step.
+#[test]
+fn no_ilm_action_blocks_the_deletions_forget_makes() {
+    let phases = &json_file("deploy/elasticsearch/ilm-policy.json")["policy"]["phases"];
+    let actions: Vec<String> = phases
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(phase, body)| {
+            let names = body["actions"].as_object().unwrap().keys();
+            names.map(move |action| format!("{phase}.{action}"))
+        })
+        .collect();
+    let blocking = ["readonly", "shrink", "downsample", "searchable_snapshot"];
+    let found: Vec<&String> = actions
+        .iter()
+        .filter(|a| blocking.iter().any(|b| a.ends_with(&format!(".{b}"))))
+        .collect();
+    assert!(found.is_empty(), "write-blocking ILM actions: {found:?}");
+}
+
 #[test]
 fn the_rules_use_connectors_setup_provisions() {
     let connectors = connectors();
