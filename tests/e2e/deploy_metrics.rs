@@ -242,6 +242,21 @@ fn tail_sampling_is_off_by_default_and_one_setting_turns_it_on() {
         read(".env.example").contains("\nJAEGER_TAIL_SAMPLING=off\n"),
         ".env.example documents the switch, off"
     );
+    // The switch names a file: exactly "on" and "off" have one (any other value is a Jaeger
+    // that does not start, as .env.example says).
+    let switches: BTreeSet<String> = std::fs::read_dir(repo("deploy/jaeger"))
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let switch = name.strip_prefix("tail-sampling-")?.strip_suffix(".yaml")?;
+            Some(switch.to_owned())
+        })
+        .collect();
+    assert_eq!(switches, BTreeSet::from(["off".into(), "on".into()]));
+    assert!(
+        read(".env.example").contains("`on` or `off`"),
+        ".env.example says which values JAEGER_TAIL_SAMPLING takes"
+    );
 
     // Off: the overlay adds nothing; Jaeger stores what it receives.
     let base: Yaml = serde_yaml_ng::from_str(&read(JAEGER_CONFIG)).unwrap();
@@ -250,8 +265,19 @@ fn tail_sampling_is_off_by_default_and_one_setting_turns_it_on() {
     assert!(!stored(&base).contains(&"tail_sampling".to_owned()));
 
     // On: tail sampling before the store, and only there: the span metrics see every span.
+    // Either way the memory limiter comes first in every pipeline, so that an overload is
+    // refused at the receiver before any processor holds it.
     let on = jaeger_config("on");
-    assert_eq!(stored(&on)[0], "tail_sampling");
+    assert_eq!(stored(&on)[..2], ["memory_limiter", "tail_sampling"]);
+    for config in [&base, &on] {
+        for (name, pipeline) in config["service"]["pipelines"].as_mapping().unwrap() {
+            assert_eq!(
+                strings(&pipeline["processors"]).first().map(String::as_str),
+                Some("memory_limiter"),
+                "{name:?}: the memory limiter first"
+            );
+        }
+    }
     for (name, pipeline) in on["service"]["pipelines"].as_mapping().unwrap() {
         let sampled = strings(&pipeline["processors"]).contains(&"tail_sampling".to_owned());
         let stores = strings(&pipeline["exporters"]).contains(&"jaeger_storage_exporter".into());

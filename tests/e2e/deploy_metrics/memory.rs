@@ -1,6 +1,7 @@
 //! Memory: every container has a limit, the runtimes inside fit under theirs, the RAM table in
 //! deploy/README.md is compose's and fits the budget, and Jaeger's `max_traces` of checkouts
-//! measured here fits in half of its `GOMEMLIMIT`.
+//! measured here fits in half of its `GOMEMLIMIT`, with tail sampling's buffer in three quarters
+//! and under the memory limiter's soft limit.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -152,10 +153,11 @@ fn trace_as_stored(requests: &[ExportTraceServiceRequest], trace_id: &str) -> Tr
 }
 
 /// Measures a confirmed and a declined checkout as Jaeger receives them, and checks that
-/// `max_traces` of the larger fit in half of Jaeger's GOMEMLIMIT. Prints the measurement:
+/// `max_traces` of the larger fit in half of Jaeger's GOMEMLIMIT, and with tail sampling on, its
+/// `num_traces` beside them in three quarters. Prints the measurement:
 /// `cargo test --test e2e deploy_metrics::memory -- --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jaeger_keeps_max_traces_checkouts_in_half_its_gomemlimit() {
+async fn jaeger_keeps_its_store_and_tail_buffer_of_checkouts_under_its_memory_limits() {
     let mut stack = TestStack::start().await;
     let mut largest = 0;
     for (card, root) in [
@@ -209,5 +211,45 @@ async fn jaeger_keeps_max_traces_checkouts_in_half_its_gomemlimit() {
     assert!(
         max_traces >= 1000,
         "the store keeps at least the last thousand traces"
+    );
+
+    // Tail sampling on: its buffer holds traces beside the store, as the same pdata. Both fit
+    // in three quarters of GOMEMLIMIT and under the memory limiter's soft limit, which refuses
+    // new spans past it: the buffer is sized so that a full one is not an overload.
+    let on = jaeger_config("on");
+    let tail = &on["processors"]["tail_sampling"];
+    let num_traces = tail["num_traces"].as_u64().unwrap();
+    let buffer = num_traces * largest * STORE_BYTES_PER_WIRE_BYTE;
+    let limiter = &on["processors"]["memory_limiter"];
+    let mib = |key: &str| limiter[key].as_u64().unwrap_or_else(|| panic!("{key}")) << 20;
+    let soft_limit = mib("limit_mib") - mib("spike_limit_mib");
+    println!(
+        "tail sampling: num_traces {num_traces} = {} MiB; with the store {} MiB; memory \
+         limiter soft limit {} MiB",
+        buffer >> 20,
+        (store + buffer) >> 20,
+        soft_limit >> 20
+    );
+    assert!(
+        mib("limit_mib") < gomemlimit,
+        "the memory limiter acts before the Go runtime's limit"
+    );
+    assert!(
+        store + buffer <= gomemlimit / 4 * 3 && store + buffer <= soft_limit,
+        "max_traces {max_traces} and num_traces {num_traces} of checkouts need ~{} MiB, more \
+         than three quarters of GOMEMLIMIT ({} MiB) or the memory limiter's soft limit",
+        (store + buffer) >> 20,
+        gomemlimit >> 20
+    );
+    // The buffer holds decision_wait seconds of the rate it is said to expect.
+    let wait: u64 = string(&tail["decision_wait"])
+        .strip_suffix('s')
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rate = tail["expected_new_traces_per_sec"].as_u64().unwrap();
+    assert!(
+        rate * wait <= num_traces,
+        "{rate} new traces a second for {wait} s do not fit in num_traces {num_traces}"
     );
 }

@@ -63,11 +63,12 @@ pub const JAEGER_COMPONENTS: [(&str, &[&str]); 5] = [
 /// - spanmetrics: connector/spanmetricsconnector/config.go, v0.142.0 (contrib);
 /// - tail_sampling: processor/tailsamplingprocessor/config.go, v0.142.0;
 /// - prometheus: exporter/prometheusexporter/config.go, v0.144.0;
-/// - otlp receiver, batch: collector v0.145.0; healthcheckv2: contrib v0.144.0.
+/// - otlp receiver, batch: collector v0.145.0; memory_limiter: collector v0.145.0,
+///   internal/memorylimiter/config.go; healthcheckv2: contrib v0.144.0.
 ///
 /// The contrib keys listed are the long-standing ones, present in those files both in the
 /// 2022 versions and in v0.135 to v0.150 (the module at exactly v0.142.0 was not at hand).
-pub const ACCEPTED_SETTINGS: [(&str, &[&str]); 10] = [
+pub const ACCEPTED_SETTINGS: [(&str, &[&str]); 11] = [
     (
         "jaeger_query",
         &[
@@ -125,6 +126,18 @@ pub const ACCEPTED_SETTINGS: [(&str, &[&str]); 10] = [
     (
         "batch",
         &["timeout", "send_batch_size", "send_batch_max_size"],
+    ),
+    (
+        "memory_limiter",
+        &[
+            "check_interval",
+            "limit_mib",
+            "spike_limit_mib",
+            "limit_percentage",
+            "spike_limit_percentage",
+            "min_gc_interval_when_soft_limited",
+            "min_gc_interval_when_hard_limited",
+        ],
     ),
     ("jaeger_storage_exporter", &["trace_storage"]),
     (
