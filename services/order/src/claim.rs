@@ -1,8 +1,9 @@
 //! Work on an order under its claim, so that no two workers drive one order's saga at once:
 //! not two replicas' recovery sweeps, and not a sweep and the live checkout of another replica
 //! (or of this one). The live checkout takes the claim in the transaction that creates the
-//! order (`Store::create`); the sweep takes it for each stalled order (`Store::take_claim`) and
-//! skips an order someone else holds.
+//! order (`Store::create`); the sweep takes it for each stalled order (`Store::take_stalled`,
+//! which takes it only if the order still needs the sweep) and skips an order someone else
+//! holds.
 //!
 //! # Why a lease
 //!
@@ -26,46 +27,103 @@
 //!   them, and a dead holder's claim runs out by itself. Its cost: a renewal every third of a
 //!   lease for a checkout that runs that long, and the holder must stop before the lease runs
 //!   out, which [`hold`] does by dropping the work (as a crash would: every step is idempotent
-//!   and the sweep finishes the order). The replicas' clocks must agree to well within a lease
-//!   (`claimed_until` is written by the holder's clock and read by the others'); NTP does.
+//!   and the sweep finishes the order).
+//!
+//! # Safety margins
+//!
+//! - The holder gives up when it has not renewed its claim for two thirds of a lease (measured
+//!   by its monotonic clock from before the statement that set the expiry), not at the expiry
+//!   itself: the last third covers a loaded node that drops the work late.
+//! - Expiries are computed, and compared, by the database's clock, in the statements that take
+//!   and renew a claim: the replicas' clocks need not agree.
+//! - Every write of the order's state is fenced by the claim (`AND claimed_by = token`): should
+//!   a holder still run past its lease all the same, its writes change nothing and it stops
+//!   at the first one.
+//! - Work that holds a claim longer than the saga's time limit (`saga::TIME_LIMIT`, far beyond
+//!   the slowest checkout whose calls all time out) is hung: it is dropped and its claim
+//!   released, so that the sweep takes the order over.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
-use crate::store::{Claim, Store};
+use crate::metrics::Abandoned;
+use crate::saga::Saga;
+use crate::store::{Claim, Fenced, Store};
 
-/// The claim ran out or was taken before the work ended; the work was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the claim on the order was lost before the work on it ended")]
-pub(crate) struct ClaimLost;
+/// Why the work on an order ended without its value.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Stopped {
+    /// The claim ran out or was taken (found when renewing it, or by a write it fenced out)
+    /// before the work ended; the work was dropped, and the order is the next holder's.
+    #[error("the claim on the order was lost before the work on it ended")]
+    ClaimLost,
+    /// The work held the claim longer than the saga's time limit; it was dropped and the claim
+    /// released, for the sweep.
+    #[error("the work on the order ran past its time limit")]
+    TimedOut,
+    /// The database failed. Not `transparent`, so that the `sqlx::Error` stays a source.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<Fenced> for Stopped {
+    fn from(err: Fenced) -> Self {
+        match err {
+            Fenced::ClaimLost => Self::ClaimLost,
+            Fenced::Database(err) => Self::Database(err),
+        }
+    }
+}
 
 /// Runs `work` while holding `claim`, just taken: renews it every third of the store's lease,
-/// drops `work` (and answers [`ClaimLost`]) if the claim cannot be renewed before it runs out,
-/// and releases it at the end either way.
+/// drops `work` if the claim cannot be renewed in time (see "Safety margins"), if a write of
+/// the work finds it lost, or if the work runs past the saga's time limit, and releases the
+/// claim at the end either way. A work dropped is logged and counted here.
+///
+/// If this future is itself dropped, the renewals stop with it and the claim runs out.
 pub(crate) async fn hold<T>(
-    store: &Store,
-    claim: Claim,
-    work: impl Future<Output = T>,
-) -> Result<T, ClaimLost> {
+    saga: &Saga,
+    claim: &Claim,
+    work: impl Future<Output = Result<T, Fenced>>,
+) -> Result<T, Stopped> {
+    let store = saga.store();
     let lost = CancellationToken::new();
-    let heartbeat =
-        tokio::spawn(keep_renewing(store.clone(), claim.clone(), lost.clone()).in_current_span());
+    let heartbeat = AbortOnDropHandle::new(tokio::spawn(
+        keep_renewing(store.clone(), claim.clone(), lost.clone()).in_current_span(),
+    ));
     let outcome = tokio::select! {
         biased;
-        value = work => Ok(value),
-        () = lost.cancelled() => Err(ClaimLost),
+        () = lost.cancelled() => Err(Stopped::ClaimLost),
+        () = tokio::time::sleep_until(claim.taken_at() + saga.time_limit()) => {
+            Err(Stopped::TimedOut)
+        }
+        value = work => value.map_err(Stopped::from),
     };
-    heartbeat.abort();
-    if outcome.is_err() {
-        tracing::warn!(
-            order.id = claim.order_id(),
-            "claim on the order lost; the work on it stopped, the sweep finishes it"
-        );
+    drop(heartbeat);
+    match outcome {
+        Err(Stopped::ClaimLost) => {
+            saga.metrics().abandoned(Abandoned::ClaimLost);
+            tracing::warn!(
+                order.id = claim.order_id(),
+                "claim on the order lost; the work on it stopped, the sweep finishes it"
+            );
+        }
+        Err(Stopped::TimedOut) => {
+            saga.metrics().abandoned(Abandoned::TimedOut);
+            tracing::error!(
+                order.id = claim.order_id(),
+                error.type = "timeout",
+                time_limit = ?saga.time_limit(),
+                "work on the order ran past its time limit; dropped, the sweep finishes it"
+            );
+        }
+        _ => {}
     }
-    if let Err(err) = store.release_claim(&claim).await {
+    if let Err(err) = store.release_claim(claim).await {
         // It runs out by itself after a lease.
         tracing::warn!(
             error = &err as &dyn std::error::Error,
@@ -75,12 +133,17 @@ pub(crate) async fn hold<T>(
     outcome
 }
 
+/// How long a claim is taken to be held, by this process's clock, after the statement that
+/// set its expiry was sent: two thirds of the lease, the rest being the margin.
+fn held_for(lease: Duration) -> Duration {
+    lease * 2 / 3
+}
+
 /// Renews `claim` every third of the lease until aborted; cancels `lost` when it could not be
-/// renewed before it ran out (by this process's clock) or another worker holds it now.
+/// renewed within [`held_for`] of the last renewal, or another worker holds it now.
 async fn keep_renewing(store: Store, claim: Claim, lost: CancellationToken) {
     let lease = store.lease();
-    // Measured from before the claim's expiry was computed, so never later than it.
-    let mut held_until = claim.taken_at() + lease;
+    let mut held_until = claim.taken_at() + held_for(lease);
     let mut next = claim.taken_at() + lease / 3;
     loop {
         tokio::time::sleep_until(next).await;
@@ -90,7 +153,7 @@ async fn keep_renewing(store: Store, claim: Claim, lost: CancellationToken) {
         }
         match tokio::time::timeout_at(held_until, store.renew_claim(&claim)).await {
             Ok(Ok(true)) => {
-                held_until = at + lease;
+                held_until = at + held_for(lease);
                 next = at + lease / 3;
             }
             Ok(Ok(false)) | Err(_) => break,

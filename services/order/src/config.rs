@@ -41,16 +41,17 @@ pub struct Config {
     pub faults: Rules,
     /// Whether this process is one of several replicas of the order service
     /// (`ORDERTRAIL_REPLICATED`, `true` or `false`, default `false`). Replicas must share one
-    /// PostgreSQL database: a replicated service refuses to start on SQLite, whose file one
-    /// process owns (each replica would keep orders and idempotency keys of its own).
+    /// PostgreSQL database: a replicated service refuses to start on anything else, SQLite
+    /// above all, whose file one process owns (each replica would keep orders and idempotency
+    /// keys of its own).
     #[arg(long, env = "ORDERTRAIL_REPLICATED", default_value_t = false, action = clap::ArgAction::Set)]
     pub replicated: bool,
 }
 
 impl Config {
-    /// Refuses a replicated service on SQLite (see [`Config::replicated`]).
+    /// Refuses a replicated service on anything but PostgreSQL (see [`Config::replicated`]).
     pub fn check(&self) -> anyhow::Result<()> {
-        if self.replicated && self.database_url.starts_with("sqlite:") {
+        if self.replicated && !is_postgres(&self.database_url) {
             anyhow::bail!(
                 "ORDERTRAIL_REPLICATED=true needs a PostgreSQL DATABASE_URL shared by every \
                  replica: SQLite is for one process only, and replicas on SQLite files of their \
@@ -59,6 +60,13 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// True when `url`'s scheme (compared as URL schemes are, ignoring case) is PostgreSQL's.
+fn is_postgres(url: &str) -> bool {
+    url.split_once(':').is_some_and(|(scheme, _)| {
+        scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql")
+    })
 }
 
 /// A humantime duration (`200ms`, `30s`, `2m`) that is not zero: a sweep every 0 s would spin.
@@ -108,5 +116,21 @@ mod tests {
                 .is_ok()
         );
         assert!(config("postgres://orders@db/orders", true).check().is_ok());
+        assert!(
+            config("postgresql://orders@db/orders", true)
+                .check()
+                .is_ok()
+        );
+        for not_shared in [
+            "SQLite://var/orders.db",
+            "sqlite:orders.db",
+            "orders.db",
+            "",
+        ] {
+            assert!(
+                config(not_shared, true).check().is_err(),
+                "{not_shared:?} is not PostgreSQL"
+            );
+        }
     }
 }

@@ -27,8 +27,9 @@ pub enum ApiError {
     /// 409: the first request with this idempotency key is still running.
     #[error("a request with this Idempotency-Key is still in progress for order {0}")]
     InProgress(String),
-    /// 409: the checkout lost its claim on the order (it could not renew it in time) and
-    /// stopped; the recovery sweep finishes the order, and a retry with the key gets its answer.
+    /// 409: the checkout stopped before it finished (it lost its claim on the order, or ran
+    /// past the saga's time limit); the recovery sweep finishes the order, and a retry with the
+    /// key gets its answer.
     #[error("the checkout of order {0} stopped before it finished; it is finished shortly")]
     Unfinished(String),
     /// 404: no such order.
@@ -51,8 +52,13 @@ impl ApiError {
                 self,
             )
             .with_type("/problems/idempotency-key-reused"),
-            Self::InProgress(order_id) | Self::Unfinished(order_id) => {
+            Self::InProgress(order_id) => {
                 Problem::from_error(StatusCode::CONFLICT, "request in progress", self)
+                    .with("order_id", order_id.as_str())
+            }
+            Self::Unfinished(order_id) => {
+                Problem::from_error(StatusCode::CONFLICT, "checkout unfinished", self)
+                    .with_type("/problems/checkout-unfinished")
                     .with("order_id", order_id.as_str())
             }
             Self::NotFound(_) => {

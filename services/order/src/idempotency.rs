@@ -13,7 +13,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::domain::Outcome;
-use crate::store::Store;
+use crate::store::{Claim, Store};
 
 /// The request as the idempotency check compares it: a SHA-256 of the customer, the lines in
 /// SKU order and the card's brand, last four and expiry. The stored fingerprint must not hold
@@ -77,14 +77,14 @@ impl Answer {
         }
     }
 
-    /// Keeps this answer for the idempotency key the request that created `order_id` claimed
-    /// (if any), when it is final and none is kept yet.
-    pub async fn keep(&self, store: &Store, order_id: &str) -> Result<(), sqlx::Error> {
+    /// Keeps this answer for the idempotency key the request that created the order under
+    /// `claim` claimed (if any), when it is final and none is kept yet.
+    pub async fn keep(&self, store: &Store, claim: &Claim) -> Result<(), sqlx::Error> {
         if !self.is_final {
             return Ok(());
         }
         store
-            .save_response(order_id, self.status.as_u16(), &self.body)
+            .save_response(claim, self.status.as_u16(), &self.body)
             .await
     }
 }

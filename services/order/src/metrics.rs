@@ -1,5 +1,5 @@
-//! The order service's business instruments: orders by outcome, revenue, compensations run and
-//! orders finished by the recovery sweep.
+//! The order service's business instruments: orders by outcome, revenue, compensations run,
+//! orders finished by the recovery sweep, and work on orders given up for the sweep.
 //!
 //! The instruments are made once per process, from `telemetry::meter()`, the first time
 //! [`OrderMetrics::global`] is called: after telemetry is installed, since a meter taken from
@@ -40,9 +40,9 @@ static GLOBAL: LazyLock<OrderMetrics> = LazyLock::new(|| OrderMetrics::new(&tele
 /// What a failed checkout undid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Compensation {
-    /// The payment was refunded (or found never taken).
+    /// Money taken was refunded.
     Refund,
-    /// The stock reservation was released.
+    /// Stock reserved was released.
     Release,
 }
 
@@ -55,6 +55,25 @@ impl Compensation {
     }
 }
 
+/// Why the work on an order was given up before it ended (`crate::claim::hold`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Abandoned {
+    /// Its claim was lost.
+    ClaimLost,
+    /// It ran past the saga's time limit.
+    TimedOut,
+}
+
+impl Abandoned {
+    /// The `error.type`: `timeout` is the conventions' own value.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::ClaimLost => "claim_lost",
+            Self::TimedOut => "timeout",
+        }
+    }
+}
+
 /// The order service's business instruments. Cheap to clone: each is a shared handle.
 #[derive(Debug, Clone)]
 pub(crate) struct OrderMetrics {
@@ -62,6 +81,7 @@ pub(crate) struct OrderMetrics {
     revenue: Counter<u64>,
     compensations: Counter<u64>,
     recoveries: Counter<u64>,
+    abandoned: Counter<u64>,
 }
 
 impl OrderMetrics {
@@ -92,13 +112,22 @@ impl OrderMetrics {
             compensations: meter
                 .u64_counter("ordertrail.saga.compensations")
                 .with_unit("{compensation}")
-                .with_description("Compensations a failed checkout ran to their end, by kind")
+                .with_description(
+                    "Compensations that gave back money or stock, counted when their order failed, by kind",
+                )
                 .build(),
             recoveries: meter
                 .u64_counter("ordertrail.saga.recoveries")
                 .with_unit("{order}")
                 .with_description(
                     "Open orders the recovery sweep brought to a final answer, by final status",
+                )
+                .build(),
+            abandoned: meter
+                .u64_counter("ordertrail.saga.abandoned")
+                .with_unit("{order}")
+                .with_description(
+                    "Work on an order given up before it ended, left to the recovery sweep, by reason",
                 )
                 .build(),
         }
@@ -128,7 +157,7 @@ impl OrderMetrics {
         );
     }
 
-    /// A compensation ran to its end.
+    /// A compensation gave back what the checkout took, and its order failed.
     pub(crate) fn compensated(&self, compensation: Compensation) {
         self.compensations.add(
             1,
@@ -136,10 +165,16 @@ impl OrderMetrics {
         );
     }
 
-    /// The sweep finished a stalled order, which ended `status`.
+    /// The sweep finished a stalled order, which ended `status`, and kept its answer.
     pub(crate) fn recovered(&self, status: OrderStatus) {
         self.recoveries
             .add(1, &[KeyValue::new(ORDER_STATUS, status.as_str())]);
+    }
+
+    /// The work on an order was given up, for the sweep.
+    pub(crate) fn abandoned(&self, why: Abandoned) {
+        self.abandoned
+            .add(1, &[KeyValue::new(ERROR_TYPE, why.as_str())]);
     }
 }
 

@@ -11,7 +11,7 @@ use crate::claim;
 use crate::domain::{Failure, Outcome};
 use crate::idempotency::Answer;
 use crate::saga::Saga;
-use crate::store::Store;
+use crate::store::{Claim, Fenced, Store};
 
 /// The sweep, driving the saga of each stalled order to its end.
 #[derive(Debug, Clone)]
@@ -68,8 +68,9 @@ impl Recovery {
             }
         };
         for order_id in open {
-            // Another replica's sweep may have taken it since the list was read.
-            let claim = match self.store().take_claim(&order_id).await {
+            // Another replica's sweep may have taken it, or finished it, since the list was
+            // read: the take checks again that it is stalled.
+            let claim = match self.store().take_stalled(&order_id, stalled_after).await {
                 Ok(Some(claim)) => claim,
                 Ok(None) => continue,
                 Err(err) => {
@@ -81,43 +82,45 @@ impl Recovery {
                     continue;
                 }
             };
-            // The span starts once the order is held: a recovery never overlaps other work on it.
+            // The span covers the work only: it starts once the order is held and ends before
+            // the claim is released, so that a recovery never overlaps other work on it.
             let span = tracing::info_span!("order.recover", order.id = %order_id);
-            // Lost, the claim is logged by `hold`; the order is the next holder's.
-            let _ = claim::hold(self.store(), claim, self.recover(&order_id))
-                .instrument(span)
-                .await;
+            let recovery = async {
+                let recovered = self.recover(&claim).await;
+                if let Err(Fenced::Database(err)) = &recovered {
+                    tracing::error!(
+                        error = err as &dyn std::error::Error,
+                        "open order not recovered"
+                    );
+                }
+                recovered
+            }
+            .instrument(span);
+            // A database error is logged in the span above; a lost claim or a timeout by
+            // `hold`. The order is the next sweep's either way.
+            let _ = claim::hold(&self.saga, &claim, recovery).await;
         }
     }
 
-    async fn recover(&self, order_id: &str) {
-        let outcome = match self.finish(order_id).await {
-            Ok(outcome) => outcome,
-            Err(err) => {
-                tracing::error!(
-                    error = &err as &dyn std::error::Error,
-                    "open order not recovered"
-                );
-                return;
-            }
-        };
+    /// Finishes the order under `claim` as far as it goes, keeps its answer when it is final,
+    /// and counts it recovered once both are done: an answer not kept leaves the order to the
+    /// next sweep, which counts it then.
+    async fn recover(&self, claim: &Claim) -> Result<(), Fenced> {
+        let outcome = self.finish(claim).await?;
         if !outcome.is_final() {
-            return;
+            return Ok(());
         }
         // A client retrying with its idempotency key now gets this answer instead of 409.
-        if let Err(err) = Answer::to(&outcome).keep(self.store(), order_id).await {
-            tracing::error!(
-                error = &err as &dyn std::error::Error,
-                "answer of a recovered order not kept"
-            );
-        }
+        Answer::to(&outcome).keep(self.store(), claim).await?;
         let status = outcome.order().status;
         self.saga.metrics().recovered(status);
         tracing::info!(order.status = status.as_str(), "open order recovered");
+        Ok(())
     }
 
-    /// Drives the saga of `order_id` as far as it goes from where it stood.
-    async fn finish(&self, order_id: &str) -> Result<Outcome, sqlx::Error> {
+    /// Drives the saga of the order under `claim` as far as it goes from where it stood.
+    async fn finish(&self, claim: &Claim) -> Result<Outcome, Fenced> {
+        let order_id = claim.order_id();
         let order = self.store().order(order_id).await?;
         let failure = self.store().failure(order_id).await?;
         match (order.status, failure) {
@@ -127,12 +130,12 @@ impl Recovery {
                 order,
                 failure: failure.unwrap_or_else(Failure::interrupted),
             }),
-            (OrderStatus::Paid, None) => self.saga.confirm(order_id).await,
+            (OrderStatus::Paid, None) => self.saga.confirm(claim, order.total_cents).await,
             // A failure recorded is compensated to its end; an order stopped without one
             // fails `interrupted`.
             (status, failure) => {
                 let failure = failure.unwrap_or_else(Failure::interrupted);
-                self.saga.fail_stalled(order_id, status, failure).await
+                self.saga.fail_stalled(claim, status, failure).await
             }
         }
     }

@@ -15,7 +15,7 @@ use ordertrail_shared::telemetry::current_trace_id;
 use tracing::Instrument;
 
 use crate::AppState;
-use crate::claim;
+use crate::claim::{self, Stopped};
 use crate::error::ApiError;
 use crate::idempotency::{Answer, Fingerprint};
 use crate::store::{KeyClaim, NewOrder};
@@ -71,17 +71,20 @@ async fn place_order(
     let (saga, store) = (state.saga.clone(), state.store.clone());
     let checkout = async move {
         let checkout = async {
-            let answer = Answer::to(&saga.checkout(&order_id, order).await?);
-            answer.keep(&store, &order_id).await?;
-            Ok::<_, sqlx::Error>(answer)
+            let answer = Answer::to(&saga.checkout(&claim, order).await?);
+            answer.keep(&store, &claim).await?;
+            Ok(answer)
         };
-        claim::hold(&store, claim, checkout)
+        claim::hold(&saga, &claim, checkout)
             .await
-            .map_err(|_| ApiError::Unfinished(order_id.clone()))
+            .map_err(|stopped| match stopped {
+                Stopped::Database(err) => ApiError::Database(err),
+                Stopped::ClaimLost | Stopped::TimedOut => ApiError::Unfinished(order_id.clone()),
+            })
     };
     match tokio::spawn(checkout.in_current_span()).await {
         Ok(answer) => {
-            let answer = answer??;
+            let answer = answer?;
             Ok(stored_response(answer.status.as_u16(), answer.body))
         }
         Err(panicked) => Ok(Problem::internal(&panicked).into_response()),

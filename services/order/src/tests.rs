@@ -13,7 +13,7 @@ use ordertrail_testkit::{CapturedSpans, databases, json_body};
 use serde_json::json;
 use tower::ServiceExt;
 
-use crate::store::{KeyClaim, NewOrder};
+use crate::store::{Claim, KeyClaim, NewOrder};
 use crate::{AppState, MIGRATIONS, Saga, Store, router};
 
 mod checkout;
@@ -37,9 +37,8 @@ fn mugs(quantity: i64) -> Vec<OrderLine> {
     }]
 }
 
-/// Creates an order as a request would, then lets its claim go, as when the process that
-/// created it died and its lease ran out: the order is the sweep's to take.
-async fn create(store: &Store, order_id: &str, key: Option<(&str, &str)>) -> KeyClaim {
+/// Creates an order as a request would, its checkout holding its claim.
+async fn create_claimed(store: &Store, order_id: &str, key: Option<(&str, &str)>) -> KeyClaim {
     let (card, lines) = (visa(), mugs(2));
     let order = NewOrder {
         order_id,
@@ -48,11 +47,25 @@ async fn create(store: &Store, order_id: &str, key: Option<(&str, &str)>) -> Key
         card: &card,
         trace_id: None,
     };
-    let created = store.create(&order, key).await.unwrap();
+    store.create(&order, key).await.unwrap()
+}
+
+/// Creates an order as a request would, then lets its claim go, as when the process that
+/// created it died and its lease ran out: the order is the sweep's to take.
+async fn create(store: &Store, order_id: &str, key: Option<(&str, &str)>) -> KeyClaim {
+    let created = create_claimed(store, order_id, key).await;
     if let KeyClaim::New(claim) = &created {
         store.release_claim(claim).await.unwrap();
     }
     created
+}
+
+/// The claim a new order's checkout holds.
+fn held(created: KeyClaim) -> Claim {
+    match created {
+        KeyClaim::New(claim) => claim,
+        other => panic!("a new order, not {other:?}"),
+    }
 }
 
 /// A client of nothing: every call is refused.

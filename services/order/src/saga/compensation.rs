@@ -10,6 +10,7 @@ use super::Saga;
 use super::steps::{StepError, retry};
 use crate::domain::{Failure, Outcome};
 use crate::metrics::Compensation;
+use crate::store::{Claim, Fenced};
 
 /// A step of the checkout, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,22 +58,46 @@ impl Undo {
     }
 }
 
+/// What an undo gave back: only these are counted, so that a refund that found nothing
+/// charged (payment records it refunded, with nothing taken) or a release that found nothing
+/// reserved is not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Undone {
+    /// Money taken was returned, by this undo or an earlier one of the same order.
+    refunded: bool,
+    /// Stock held was put back, by this undo or an earlier one of the same order.
+    released: bool,
+}
+
 impl Saga {
-    /// Records `failure`, undoes what may have been done, and marks the order failed. When an
-    /// undo cannot be sent the order stays open, failure recorded, for the sweep.
+    /// Records `failure`, undoes what may have been done, and marks the order under `claim`
+    /// failed. When an undo cannot be sent the order stays open, failure recorded, for the
+    /// sweep.
+    ///
+    /// The failure and what its undo gave back are counted once the order is marked failed,
+    /// and only then: an undo that did not finish runs again, whole, when the sweep finishes
+    /// the order, and payment and inventory answer a repeated refund or release as if it were
+    /// the first.
     pub(crate) async fn fail(
         &self,
-        order_id: &str,
+        claim: &Claim,
         failure: Failure,
         undo: Undo,
-    ) -> Result<Outcome, sqlx::Error> {
+    ) -> Result<Outcome, Fenced> {
+        let order_id = claim.order_id();
         record_error(&tracing::Span::current(), &failure.code, &failure);
-        self.store.set_failure(order_id, &failure).await?;
-        if self.undo(order_id, undo).await {
+        self.store.set_failure(claim, &failure).await?;
+        if let Some(undone) = self.undo(order_id, undo).await {
             self.store
-                .set_status(order_id, OrderStatus::Failed, Some(&failure.detail))
+                .set_status(claim, OrderStatus::Failed, Some(&failure.detail))
                 .await?;
             self.metrics().failed(&failure.code);
+            if undone.refunded {
+                self.metrics().compensated(Compensation::Refund);
+            }
+            if undone.released {
+                self.metrics().compensated(Compensation::Release);
+            }
             tracing::warn!(
                 order.status = "failed",
                 event.outcome = "failure",
@@ -89,20 +114,23 @@ impl Saga {
         })
     }
 
-    /// Refunds and releases as `undo` says. False unless each step is known to be done (a
-    /// service that cannot be reached, or an answer showing money still taken or stock still
-    /// held, leaves the order to the sweep).
-    async fn undo(&self, order_id: &str, undo: Undo) -> bool {
+    /// Refunds and releases as `undo` says; what that gave back, or `None` unless each step
+    /// is known to be done (a service that cannot be reached, or an answer showing money
+    /// still taken or stock still held, leaves the order to the sweep).
+    async fn undo(&self, order_id: &str, undo: Undo) -> Option<Undone> {
+        let mut undone = Undone::default();
         if undo == Undo::RefundAndRelease {
             let path = format!("/payments/{order_id}/refund");
             match retry::<Payment>(|| self.payment.post("/payments/{order_id}/refund", &path)).await
             {
-                Ok(payment) if payment.status == PaymentStatus::Refunded => {}
+                // A payment recorded refunded with nothing charged has no amount.
+                Ok(payment) if payment.status == PaymentStatus::Refunded => {
+                    undone.refunded = payment.amount_cents > 0;
+                }
                 // 409: the charge was declined, so nothing was taken.
                 Err(StepError::Refused { problem, .. }) if problem.status == 409 => {}
-                _ => return false,
+                _ => return None,
             }
-            self.metrics().compensated(Compensation::Refund);
         }
         if undo != Undo::Nothing {
             let path = format!("/reservations/{order_id}/release");
@@ -112,12 +140,14 @@ impl Saga {
             })
             .await
             {
-                Ok(reservation) if reservation.status == ReservationStatus::Released => {}
-                _ => return false,
+                // A release of what was never reserved is recorded with no lines.
+                Ok(reservation) if reservation.status == ReservationStatus::Released => {
+                    undone.released = !reservation.items.is_empty();
+                }
+                _ => return None,
             }
-            self.metrics().compensated(Compensation::Release);
         }
-        true
+        Some(undone)
     }
 }
 

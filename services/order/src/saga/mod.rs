@@ -7,10 +7,14 @@
 //! stock cannot be committed yet stays `paid` and is committed by the sweep: it is never failed
 //! while its payment stands.
 //!
-//! A checkout ends in an [`Outcome`]; only a database failure is an error.
+//! The saga works on an order under its claim (`crate::claim`) and writes the order's state
+//! only under it: a checkout ends in an [`Outcome`]; only a database failure, or the claim
+//! found lost by a write, is an error.
 
 mod compensation;
 mod steps;
+
+use std::time::Duration;
 
 use ordertrail_shared::api::{
     ChargeRequest, OrderStatus, Payment, PaymentStatus, Reservation, ReservationStatus,
@@ -24,7 +28,15 @@ use self::compensation::{Step, Undo};
 use self::steps::{StepError, retry};
 use crate::domain::{Failure, Outcome};
 use crate::metrics::OrderMetrics;
-use crate::store::Store;
+use crate::store::{Claim, Fenced, Store};
+
+/// How long the work on one order may hold its claim (`crate::claim::hold`), unless
+/// [`Saga::with_time_limit`] says otherwise. Well beyond the longest a saga can take while
+/// every call it makes times out: five steps (reserve, charge, commit, refund, release) of
+/// three attempts of at most 5 s each (`ServiceClient`'s timeout) with their backoffs, under
+/// 80 s. Only work hung beyond those timeouts (a statement the database never answers, say)
+/// reaches it, and is then given up for the sweep.
+pub const TIME_LIMIT: Duration = Duration::from_secs(180);
 
 /// The saga and the clients of the services it orchestrates.
 #[derive(Debug, Clone)]
@@ -33,6 +45,7 @@ pub struct Saga {
     inventory: ServiceClient,
     payment: ServiceClient,
     metrics: OrderMetrics,
+    time_limit: Duration,
 }
 
 impl Saga {
@@ -43,7 +56,15 @@ impl Saga {
             inventory,
             payment,
             metrics: OrderMetrics::global(),
+            time_limit: TIME_LIMIT,
         }
+    }
+
+    /// This saga, giving up the work on an order after `time_limit` instead of
+    /// [`TIME_LIMIT`].
+    #[cfg(test)]
+    pub(crate) fn with_time_limit(self, time_limit: Duration) -> Self {
+        Self { time_limit, ..self }
     }
 
     /// This saga, counting on `metrics` instead of the process's instruments.
@@ -62,13 +83,15 @@ impl Saga {
         &self.metrics
     }
 
-    /// Runs the saga for the pending order `order_id`.
-    #[tracing::instrument(name = "checkout", skip_all, fields(order.id = %order_id, order.total_cents = Empty))]
-    pub async fn checkout(
-        &self,
-        order_id: &str,
-        order: ValidOrder,
-    ) -> Result<Outcome, sqlx::Error> {
+    /// How long the work on one order may hold its claim.
+    pub(crate) fn time_limit(&self) -> Duration {
+        self.time_limit
+    }
+
+    /// Runs the saga for the pending order under `claim`.
+    #[tracing::instrument(name = "checkout", skip_all, fields(order.id = %claim.order_id(), order.total_cents = Empty))]
+    pub async fn checkout(&self, claim: &Claim, order: ValidOrder) -> Result<Outcome, Fenced> {
+        let order_id = claim.order_id();
         let reserve = ReserveRequest {
             order_id: order_id.to_owned(),
             items: order.items.into_inner(),
@@ -84,7 +107,7 @@ impl Saga {
             // A released reservation here means this order was already given up.
             Ok(_) => {
                 let undo = Undo::after(Step::Reserve, false);
-                return self.fail(order_id, Failure::interrupted(), undo).await;
+                return self.fail(claim, Failure::interrupted(), undo).await;
             }
             Err(err) => {
                 // An earlier attempt that timed out may still reserve: release to be sure.
@@ -98,12 +121,12 @@ impl Saga {
                     }
                     StepError::Unreachable { .. } => Failure::unavailable("inventory"),
                 };
-                return self.fail(order_id, failure, undo).await;
+                return self.fail(claim, failure, undo).await;
             }
         };
         tracing::Span::current().record("order.total_cents", reservation.total_cents);
         self.store
-            .set_reserved(order_id, &reservation.items, reservation.total_cents)
+            .set_reserved(claim, &reservation.items, reservation.total_cents)
             .await?;
 
         let charge = ChargeRequest {
@@ -117,13 +140,13 @@ impl Saga {
         match charged {
             Ok(payment) if payment.status == PaymentStatus::Captured => {
                 self.store
-                    .set_status(order_id, OrderStatus::Paid, None)
+                    .set_status(claim, OrderStatus::Paid, None)
                     .await?;
             }
             // Captured before and refunded since: this order has been given up.
             Ok(_) => {
                 let undo = Undo::after(Step::Charge, false);
-                return self.fail(order_id, Failure::interrupted(), undo).await;
+                return self.fail(claim, Failure::interrupted(), undo).await;
             }
             Err(err) => {
                 let undo = Undo::after(Step::Charge, err.maybe_applied());
@@ -137,15 +160,17 @@ impl Saga {
                     ),
                     StepError::Unreachable { .. } => Failure::unavailable("payment"),
                 };
-                return self.fail(order_id, failure, undo).await;
+                return self.fail(claim, failure, undo).await;
             }
         }
-        self.confirm(order_id).await
+        self.confirm(claim, reservation.total_cents).await
     }
 
-    /// Commits the stock of a paid order and confirms it. If inventory cannot be reached the
-    /// order stays `paid` for the sweep; if the reservation is gone, the payment is refunded.
-    pub(crate) async fn confirm(&self, order_id: &str) -> Result<Outcome, sqlx::Error> {
+    /// Commits the stock of the paid order under `claim`, whose total is `total_cents`, and
+    /// confirms it. If inventory cannot be reached the order stays `paid` for the sweep; if
+    /// the reservation is gone, the payment is refunded.
+    pub(crate) async fn confirm(&self, claim: &Claim, total_cents: i64) -> Result<Outcome, Fenced> {
+        let order_id = claim.order_id();
         let path = format!("/reservations/{order_id}/commit");
         match retry::<Reservation>(|| {
             self.inventory
@@ -155,16 +180,17 @@ impl Saga {
         {
             Ok(_) => {
                 self.store
-                    .set_status(order_id, OrderStatus::Confirmed, None)
+                    .set_status(claim, OrderStatus::Confirmed, None)
                     .await?;
+                // Counted at once: the order is confirmed whether or not it can be read back,
+                // and no later worker counts a confirmed order.
+                self.metrics.confirmed(total_cents);
                 tracing::info!(order.status = "confirmed", "order confirmed");
-                let order = self.store.order(order_id).await?;
-                self.metrics.confirmed(order.total_cents);
-                Ok(Outcome::Confirmed(order))
+                Ok(Outcome::Confirmed(self.store.order(order_id).await?))
             }
             Err(err @ StepError::Refused { .. }) => {
                 let undo = Undo::after(Step::Commit, err.maybe_applied());
-                self.fail(order_id, Failure::reservation_lost(), undo).await
+                self.fail(claim, Failure::reservation_lost(), undo).await
             }
             Err(StepError::Unreachable { .. }) => {
                 tracing::warn!(
@@ -176,18 +202,18 @@ impl Saga {
         }
     }
 
-    /// Ends an order the checkout left in `status` (the service stopped, or a compensation
-    /// could not be sent) with `failure`: whatever its next step may have done is undone with
-    /// the rest, as [`Saga::fail`] does.
+    /// Ends the order under `claim`, which the checkout left in `status` (the service
+    /// stopped, or a compensation could not be sent), with `failure`: whatever its next step
+    /// may have done is undone with the rest, as [`Saga::fail`] does.
     pub(crate) async fn fail_stalled(
         &self,
-        order_id: &str,
+        claim: &Claim,
         status: OrderStatus,
         failure: Failure,
-    ) -> Result<Outcome, sqlx::Error> {
+    ) -> Result<Outcome, Fenced> {
         // The step may have been applied: its answer was never recorded.
         let undo = Undo::after(Step::at(status), true);
-        self.fail(order_id, failure, undo).await
+        self.fail(claim, failure, undo).await
     }
 }
 

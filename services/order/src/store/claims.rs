@@ -3,25 +3,132 @@
 //!
 //! A claim is two columns of the order (`claimed_by`, `claimed_until`), taken by one
 //! conditional `UPDATE` that succeeds only when no live claim is there, so that the database
-//! decides between two replicas, in SQLite and PostgreSQL alike. Why a lease and not a row
-//! lock or an advisory lock is in `crate::claim`.
+//! decides between two replicas, in SQLite and PostgreSQL alike. Every time a claim is
+//! compared with is the database's own clock, read in the statement that compares it, so that
+//! the replicas' clocks need not agree. The order's state is written only under its claim
+//! ([`Fenced`]): a holder that lost it changes nothing. Why a lease and not a row lock or an
+//! advisory lock is in `crate::claim`.
 
 use std::time::Duration;
 
-use ordertrail_shared::db::{Sql, now, timestamp};
+use ordertrail_shared::db::{DbSystem, Sql};
 use tokio::time::Instant;
 
 use super::Store;
 
-const TAKE: Sql = Sql {
-    operation: "UPDATE",
-    collection: "orders",
-    text: "UPDATE orders SET claimed_by = $1, claimed_until = $2 WHERE order_id = $3 AND (claimed_until IS NULL OR claimed_until < $4)",
+/// The database's clock, now, in the stored timestamp format (`shared::db::now`: RFC 3339 in
+/// UTC, six fractional digits, so that text order is time order). SQLite's `%f` gives
+/// milliseconds: three zeros pad it to six digits.
+macro_rules! sqlite_now {
+    () => {
+        "(strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z')"
+    };
+}
+macro_rules! postgres_now {
+    () => {
+        "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    };
+}
+/// The database's clock `$n` milliseconds from now (one statement reads one `now` in SQLite,
+/// and `clock_timestamp()` once per call in PostgreSQL), as [`sqlite_now`] and [`postgres_now`].
+macro_rules! sqlite_in {
+    ($n:literal) => {
+        concat!(
+            "(strftime('%Y-%m-%dT%H:%M:%f', 'now', '+' || ($",
+            $n,
+            " / 1000.0) || ' seconds') || '000Z')"
+        )
+    };
+}
+macro_rules! postgres_in {
+    ($n:literal) => {
+        concat!(
+            "to_char((clock_timestamp() + $",
+            $n,
+            " * interval '1 millisecond') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        )
+    };
+}
+pub(super) use {postgres_in, postgres_now, sqlite_in, sqlite_now};
+
+/// A statement in the two dialects, which differ only in how they read the database's clock.
+#[derive(Debug)]
+pub(super) struct Dialects {
+    pub(super) sqlite: Sql,
+    pub(super) postgres: Sql,
+}
+
+impl Dialects {
+    /// The statement for `system`.
+    pub(super) fn of(&'static self, system: DbSystem) -> &'static Sql {
+        match system {
+            DbSystem::Sqlite => &self.sqlite,
+            DbSystem::Postgresql => &self.postgres,
+        }
+    }
+}
+
+/// Whether no live claim is on the order, by the database's clock.
+macro_rules! unclaimed {
+    ($now:expr) => {
+        concat!("(claimed_until IS NULL OR claimed_until < ", $now, ")")
+    };
+}
+pub(super) use unclaimed;
+
+/// Whether the order is one the sweep must finish (`Store::stalled_orders`), untouched since
+/// `$2`: open, or finished without the answer to its idempotency key kept.
+macro_rules! stalled {
+    () => {
+        "updated_at < $2 AND (status NOT IN ('confirmed', 'failed') OR EXISTS (SELECT 1 FROM idempotency_keys WHERE idempotency_keys.order_id = orders.order_id AND idempotency_keys.response_status IS NULL))"
+    };
+}
+
+static TAKE_STALLED: Dialects = Dialects {
+    sqlite: Sql {
+        operation: "UPDATE",
+        collection: "orders",
+        text: concat!(
+            "UPDATE orders SET claimed_by = $3, claimed_until = ",
+            sqlite_in!("4"),
+            " WHERE order_id = $1 AND ",
+            stalled!(),
+            " AND ",
+            unclaimed!(sqlite_now!())
+        ),
+    },
+    postgres: Sql {
+        operation: "UPDATE",
+        collection: "orders",
+        text: concat!(
+            "UPDATE orders SET claimed_by = $3, claimed_until = ",
+            postgres_in!("4"),
+            " WHERE order_id = $1 AND ",
+            stalled!(),
+            " AND ",
+            unclaimed!(postgres_now!())
+        ),
+    },
 };
-const RENEW: Sql = Sql {
-    operation: "UPDATE",
-    collection: "orders",
-    text: "UPDATE orders SET claimed_until = $1 WHERE order_id = $2 AND claimed_by = $3",
+static RENEW: Dialects = Dialects {
+    sqlite: Sql {
+        operation: "UPDATE",
+        collection: "orders",
+        text: concat!(
+            "UPDATE orders SET claimed_until = ",
+            sqlite_in!("3"),
+            " WHERE order_id = $1 AND claimed_by = $2"
+        ),
+    },
+    postgres: Sql {
+        operation: "UPDATE",
+        collection: "orders",
+        text: concat!(
+            "UPDATE orders SET claimed_until = ",
+            postgres_in!("3"),
+            " WHERE order_id = $1 AND claimed_by = $2"
+        ),
+    },
 };
 const RELEASE: Sql = Sql {
     operation: "UPDATE",
@@ -54,8 +161,8 @@ impl Claim {
         &self.order_id
     }
 
-    /// When it was taken, by this process's monotonic clock: no later than the moment its
-    /// expiry was computed, so that `taken_at + lease` is never past the stored expiry.
+    /// When it was taken, by this process's monotonic clock: no later than the moment the
+    /// database computed its expiry, so that the lease runs from no earlier than this.
     pub fn taken_at(&self) -> Instant {
         self.taken_at
     }
@@ -66,9 +173,30 @@ impl Claim {
     }
 }
 
-/// When a claim taken now for `lease` runs out, as stored.
-pub(super) fn until(lease: Duration) -> String {
-    timestamp(time::OffsetDateTime::now_utc() + lease)
+/// What a write of the order's state under its claim fails with.
+#[derive(Debug, thiserror::Error)]
+pub enum Fenced {
+    /// The write changed nothing: the claim is no longer held (its lease ran out and another
+    /// worker may hold the order now), so its holder must stop.
+    #[error("the claim on the order was lost before the work on it ended")]
+    ClaimLost,
+    /// The database failed. Not `transparent`: `shared::db::retry_transaction` looks for the
+    /// `sqlx::Error` among the sources.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+/// `Ok` when a write under a claim changed a row, [`Fenced::ClaimLost`] when it changed none.
+pub(super) fn fenced(changed: u64) -> Result<(), Fenced> {
+    if changed == 0 {
+        return Err(Fenced::ClaimLost);
+    }
+    Ok(())
+}
+
+/// A lease as bound to the statements: whole milliseconds.
+pub(super) fn millis(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl Store {
@@ -77,17 +205,25 @@ impl Store {
         self.lease
     }
 
-    /// Claims `order_id` for [`Store::lease`] unless another worker holds a claim on it that
-    /// has not run out. Without a span: the sweep tries this for every stalled order.
-    pub async fn take_claim(&self, order_id: &str) -> Result<Option<Claim>, sqlx::Error> {
+    /// Claims `order_id` for [`Store::lease`] if it is still stalled (untouched for
+    /// `idle_for`, and open or finished without its answer kept, as
+    /// [`Store::stalled_orders`] says) and no other worker holds a claim on it that has not
+    /// run out. The list the sweep works through is read before: another replica may have
+    /// finished the order since, and this takes it only if it still needs the sweep. Without a
+    /// span: the sweep tries this for every stalled order.
+    pub async fn take_stalled(
+        &self,
+        order_id: &str,
+        idle_for: Duration,
+    ) -> Result<Option<Claim>, sqlx::Error> {
         let claim = Claim::new(order_id);
         let taken = self
             .db
-            .query(&TAKE)
-            .bind(claim.token())
-            .bind(until(self.lease))
+            .query(TAKE_STALLED.of(self.db.system()))
             .bind(order_id)
-            .bind(now())
+            .bind(super::cutoff(idle_for))
+            .bind(claim.token())
+            .bind(millis(self.lease))
             .without_span()
             .execute()
             .await?;
@@ -100,10 +236,10 @@ impl Store {
     pub async fn renew_claim(&self, claim: &Claim) -> Result<bool, sqlx::Error> {
         let renewed = self
             .db
-            .query(&RENEW)
-            .bind(until(self.lease))
+            .query(RENEW.of(self.db.system()))
             .bind(claim.order_id())
             .bind(claim.token())
+            .bind(millis(self.lease))
             .without_span()
             .execute()
             .await?;

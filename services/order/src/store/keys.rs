@@ -19,7 +19,7 @@ const GET_KEY: Sql = Sql {
 const SAVE_RESPONSE: Sql = Sql {
     operation: "UPDATE",
     collection: "idempotency_keys",
-    text: "UPDATE idempotency_keys SET response_status = $1, response_body = $2 WHERE order_id = $3 AND response_status IS NULL",
+    text: "UPDATE idempotency_keys SET response_status = $1, response_body = $2 WHERE order_id = $3 AND response_status IS NULL AND EXISTS (SELECT 1 FROM orders WHERE orders.order_id = $3 AND orders.claimed_by = $4)",
 };
 
 /// What a claimed idempotency key says about a request.
@@ -89,11 +89,13 @@ impl Store {
         })
     }
 
-    /// Stores the answer to the request that created `order_id`, for the idempotency key it
-    /// claimed (if any), unless one is stored already.
+    /// Stores the answer to the request that created the order under `claim`, for the
+    /// idempotency key it claimed (if any), unless one is stored already or the claim is no
+    /// longer held. The last changes nothing and is not told apart from the other two: an
+    /// answer is kept only for a final order, which no later holder changes.
     pub async fn save_response(
         &self,
-        order_id: &str,
+        claim: &super::Claim,
         status: u16,
         body: &str,
     ) -> Result<(), sqlx::Error> {
@@ -101,7 +103,8 @@ impl Store {
             .query(&SAVE_RESPONSE)
             .bind(i64::from(status))
             .bind(body)
-            .bind(order_id)
+            .bind(claim.order_id())
+            .bind(claim.token())
             .execute()
             .await?;
         Ok(())

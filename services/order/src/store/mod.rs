@@ -1,8 +1,10 @@
 //! The orders database: orders and their lines here, idempotency keys and their answers in
 //! `keys`, the claims that keep two workers off one order in `claims`.
 //!
-//! Every method returns database errors as they come (`sqlx::Error`); what they mean to a
-//! client is for the routes to say.
+//! Every method returns database errors as they come (`sqlx::Error`); a write of an order's
+//! state is made under its claim, and returns [`Fenced`], which adds `ClaimLost` when the
+//! claim is no longer held and nothing was written. What they mean to a client is for the
+//! routes to say.
 
 mod claims;
 mod keys;
@@ -14,14 +16,33 @@ use ordertrail_shared::card::MaskedCard;
 use ordertrail_shared::db::{Database, Sql, now, timestamp};
 use sqlx::Row;
 
-pub use self::claims::Claim;
+pub use self::claims::{Claim, Fenced};
+use self::claims::{
+    Dialects, fenced, millis, postgres_in, postgres_now, sqlite_in, sqlite_now, unclaimed,
+};
 pub use self::keys::KeyClaim;
 use crate::domain::Failure;
 
-const INSERT_ORDER: Sql = Sql {
-    operation: "INSERT",
-    collection: "orders",
-    text: "INSERT INTO orders (order_id, customer_id, status, total_cents, card_brand, card_last4, trace_id, created_at, updated_at, claimed_by, claimed_until) VALUES ($1, $2, 'pending', 0, $3, $4, $5, $6, $6, $7, $8)",
+/// The order, claimed by its creator until the database's clock says `$8` ms from now.
+static INSERT_ORDER: Dialects = Dialects {
+    sqlite: Sql {
+        operation: "INSERT",
+        collection: "orders",
+        text: concat!(
+            "INSERT INTO orders (order_id, customer_id, status, total_cents, card_brand, card_last4, trace_id, created_at, updated_at, claimed_by, claimed_until) VALUES ($1, $2, 'pending', 0, $3, $4, $5, $6, $6, $7, ",
+            sqlite_in!("8"),
+            ")"
+        ),
+    },
+    postgres: Sql {
+        operation: "INSERT",
+        collection: "orders",
+        text: concat!(
+            "INSERT INTO orders (order_id, customer_id, status, total_cents, card_brand, card_last4, trace_id, created_at, updated_at, claimed_by, claimed_until) VALUES ($1, $2, 'pending', 0, $3, $4, $5, $6, $6, $7, ",
+            postgres_in!("8"),
+            ")"
+        ),
+    },
 };
 const INSERT_ITEM: Sql = Sql {
     operation: "INSERT",
@@ -31,12 +52,12 @@ const INSERT_ITEM: Sql = Sql {
 const SET_STATUS: Sql = Sql {
     operation: "UPDATE",
     collection: "orders",
-    text: "UPDATE orders SET status = $1, failure_reason = COALESCE($2, failure_reason), updated_at = $3 WHERE order_id = $4",
+    text: "UPDATE orders SET status = $1, failure_reason = COALESCE($2, failure_reason), updated_at = $3 WHERE order_id = $4 AND claimed_by = $5",
 };
 const SET_TOTAL: Sql = Sql {
     operation: "UPDATE",
     collection: "orders",
-    text: "UPDATE orders SET status = 'reserved', total_cents = $1, updated_at = $2 WHERE order_id = $3",
+    text: "UPDATE orders SET status = 'reserved', total_cents = $1, updated_at = $2 WHERE order_id = $3 AND claimed_by = $4",
 };
 const SET_PRICE: Sql = Sql {
     operation: "UPDATE",
@@ -46,7 +67,7 @@ const SET_PRICE: Sql = Sql {
 const SET_FAILURE: Sql = Sql {
     operation: "UPDATE",
     collection: "orders",
-    text: "UPDATE orders SET failure_status = $1, failure_code = $2, failure_reason = $3, updated_at = $4 WHERE order_id = $5",
+    text: "UPDATE orders SET failure_status = $1, failure_code = $2, failure_reason = $3, updated_at = $4 WHERE order_id = $5 AND claimed_by = $6",
 };
 const GET_FAILURE: Sql = Sql {
     operation: "SELECT",
@@ -63,13 +84,31 @@ const GET_ITEMS: Sql = Sql {
     collection: "order_items",
     text: "SELECT sku, quantity, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY sku",
 };
-const OPEN_ORDERS: Sql = Sql {
-    operation: "SELECT",
-    collection: "orders",
-    // Two halves, each answered by a partial index (migration 0003) in both databases; with
-    // the `OR` inside one query, both read every row. An order under a live claim is being
-    // worked on (`claims`), however long ago it was last written.
-    text: "SELECT order_id, created_at FROM orders WHERE updated_at < $1 AND status NOT IN ('confirmed', 'failed') AND (claimed_until IS NULL OR claimed_until < $2) UNION SELECT orders.order_id, orders.created_at FROM idempotency_keys JOIN orders ON orders.order_id = idempotency_keys.order_id WHERE idempotency_keys.response_status IS NULL AND orders.updated_at < $1 AND (orders.claimed_until IS NULL OR orders.claimed_until < $2) ORDER BY created_at",
+// Two halves, each answered by a partial index (migration 0003) in both databases; with the
+// `OR` inside one query, both read every row. An order under a live claim is being worked on
+// (`claims`), however long ago it was last written. `$1` is the cutoff.
+macro_rules! open_orders {
+    ($now:expr) => {
+        concat!(
+            "SELECT order_id, created_at FROM orders WHERE updated_at < $1 AND status NOT IN ('confirmed', 'failed') AND ",
+            unclaimed!($now),
+            " UNION SELECT orders.order_id, orders.created_at FROM idempotency_keys JOIN orders ON orders.order_id = idempotency_keys.order_id WHERE idempotency_keys.response_status IS NULL AND orders.updated_at < $1 AND ",
+            unclaimed!($now),
+            " ORDER BY created_at"
+        )
+    };
+}
+static OPEN_ORDERS: Dialects = Dialects {
+    sqlite: Sql {
+        operation: "SELECT",
+        collection: "orders",
+        text: open_orders!(sqlite_now!()),
+    },
+    postgres: Sql {
+        operation: "SELECT",
+        collection: "orders",
+        text: open_orders!(postgres_now!()),
+    },
 };
 
 /// A new order, as the request gave it.
@@ -137,7 +176,7 @@ impl Store {
             return self.existing_claim(key, fingerprint).await;
         }
         let claim = Claim::new(order.order_id);
-        tx.query(&INSERT_ORDER)
+        tx.query(INSERT_ORDER.of(self.db.system()))
             .bind(order.order_id)
             .bind(order.customer_id)
             .bind(&order.card.brand)
@@ -145,7 +184,7 @@ impl Store {
             .bind(order.trace_id)
             .bind(now())
             .bind(claim.token())
-            .bind(claims::until(self.lease))
+            .bind(millis(self.lease))
             .execute()
             .await?;
         for line in order.lines {
@@ -160,18 +199,20 @@ impl Store {
         Ok(KeyClaim::New(claim))
     }
 
-    /// Records why the order failed, before its compensation runs.
-    pub async fn set_failure(&self, order_id: &str, failure: &Failure) -> Result<(), sqlx::Error> {
-        self.db
+    /// Records why the order under `claim` failed, before its compensation runs.
+    pub async fn set_failure(&self, claim: &Claim, failure: &Failure) -> Result<(), Fenced> {
+        let changed = self
+            .db
             .query(&SET_FAILURE)
             .bind(i64::from(failure.status.as_u16()))
             .bind(&failure.code)
             .bind(&failure.detail)
             .bind(now())
-            .bind(order_id)
+            .bind(claim.order_id())
+            .bind(claim.token())
             .execute()
             .await?;
-        Ok(())
+        fenced(changed)
     }
 
     /// The failure recorded for `order_id`, if any.
@@ -190,20 +231,28 @@ impl Store {
             .map(|(status, code)| Failure::stored(status, code, detail.unwrap_or_default())))
     }
 
-    /// Records the reservation: the order is `reserved`, its lines priced and its total set.
+    /// Records the reservation of the order under `claim`: it is `reserved`, its lines priced
+    /// and its total set.
     pub async fn set_reserved(
         &self,
-        order_id: &str,
+        claim: &Claim,
         items: &[PricedLine],
         total_cents: i64,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), Fenced> {
+        let order_id = claim.order_id();
         let mut tx = self.db.begin().await?;
-        tx.query(&SET_TOTAL)
+        let changed = tx
+            .query(&SET_TOTAL)
             .bind(total_cents)
             .bind(now())
             .bind(order_id)
+            .bind(claim.token())
             .execute()
             .await?;
+        if let Err(lost) = fenced(changed) {
+            tx.rollback().await?;
+            return Err(lost);
+        }
         for item in items {
             tx.query(&SET_PRICE)
                 .bind(item.unit_price_cents)
@@ -212,25 +261,27 @@ impl Store {
                 .execute()
                 .await?;
         }
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
-    /// Moves the order to `status`, with a reason when it failed.
+    /// Moves the order under `claim` to `status`, with a reason when it failed.
     pub async fn set_status(
         &self,
-        order_id: &str,
+        claim: &Claim,
         status: OrderStatus,
         reason: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
-        self.db
+    ) -> Result<(), Fenced> {
+        let changed = self
+            .db
             .query(&SET_STATUS)
             .bind(status.as_str())
             .bind(reason)
             .bind(now())
-            .bind(order_id)
+            .bind(claim.order_id())
+            .bind(claim.token())
             .execute()
             .await?;
-        Ok(())
+        fenced(changed)
     }
 
     /// The order `order_id`, if there is one.
@@ -277,13 +328,11 @@ impl Store {
     /// sweep must finish: those neither confirmed nor failed, and finished ones whose
     /// idempotency key has no answer stored (the process stopped between the two).
     pub async fn stalled_orders(&self, idle_for: Duration) -> Result<Vec<String>, sqlx::Error> {
-        let cutoff = timestamp(time::OffsetDateTime::now_utc() - idle_for);
         // No span: the recovery sweep asks every half minute, and a one-span trace each time
         // would bury the real ones. The orders it finds are recovered in spans of their own.
         self.db
-            .query(&OPEN_ORDERS)
-            .bind(cutoff)
-            .bind(now())
+            .query(OPEN_ORDERS.of(self.db.system()))
+            .bind(cutoff(idle_for))
             .without_span()
             .fetch_all()
             .await?
@@ -291,4 +340,11 @@ impl Store {
             .map(|row| row.try_get("order_id"))
             .collect()
     }
+}
+
+/// The stored time `idle_for` ago, for `updated_at`: by this process's clock, as `updated_at`
+/// is written. It decides only when an order looks stalled; whether another worker holds it
+/// is the claim's to say, by the database's clock.
+fn cutoff(idle_for: Duration) -> String {
+    timestamp(time::OffsetDateTime::now_utc() - idle_for)
 }

@@ -7,7 +7,7 @@ use ordertrail_shared::api::{OrderStatus, Payment, PaymentStatus};
 use ordertrail_testkit::{CapturedSpans, databases};
 use serde_json::json;
 
-use super::{create, inventory, mug_stock, nowhere, payment, reserve_mugs};
+use super::{create, create_claimed, held, inventory, mug_stock, nowhere, payment, reserve_mugs};
 use crate::store::KeyClaim;
 use crate::{MIGRATIONS, Recovery, Saga, Store};
 
@@ -55,9 +55,9 @@ async fn a_charge_that_may_have_been_taken_is_refunded_by_the_sweep_before_the_o
     let sweep = Recovery::new(Saga::new(store.clone(), inventory.clone(), payment.clone()));
     let before = mug_stock(&inventory).await;
     // Reserved and charged, but the charge's answer never came back before the service stopped.
-    create(&store, "o-7", None).await;
+    let checkout = held(create_claimed(&store, "o-7", None).await);
     reserve_mugs(&inventory, "o-7").await;
-    store.set_reserved("o-7", &[], 2900).await.unwrap();
+    store.set_reserved(&checkout, &[], 2900).await.unwrap();
     let charge = json!({"order_id": "o-7", "amount_cents": 2900, "card": {"card_number": "4242424242424242", "expiry": "12/30", "cvc": "123"}});
     assert_eq!(
         payment
@@ -69,6 +69,7 @@ async fn a_charge_that_may_have_been_taken_is_refunded_by_the_sweep_before_the_o
             .status(),
         201
     );
+    store.release_claim(&checkout).await.unwrap();
 
     sweep.recover_stalled_orders(Duration::ZERO).await;
 
@@ -93,12 +94,13 @@ async fn a_paid_order_stays_paid_while_inventory_is_down_and_the_sweep_confirms_
     let _spans = CapturedSpans::start();
     let inventory = inventory().await;
     let store = Store::new(databases(&MIGRATIONS).await.remove(0));
-    create(&store, "o-8", None).await;
+    let checkout = held(create_claimed(&store, "o-8", None).await);
     reserve_mugs(&inventory, "o-8").await;
     store
-        .set_status("o-8", OrderStatus::Paid, None)
+        .set_status(&checkout, OrderStatus::Paid, None)
         .await
         .unwrap();
+    store.release_claim(&checkout).await.unwrap();
 
     Recovery::new(Saga::new(store.clone(), nowhere(), nowhere()))
         .recover_stalled_orders(Duration::ZERO)
@@ -123,11 +125,12 @@ async fn a_finished_order_whose_answer_was_not_kept_gets_it_from_the_sweep() {
     let _spans = CapturedSpans::start();
     let store = Store::new(databases(&MIGRATIONS).await.remove(0));
     // The process stopped after confirming the order and before keeping the key's answer.
-    create(&store, "o-5", Some(("k-5", "fp"))).await;
+    let checkout = held(create_claimed(&store, "o-5", Some(("k-5", "fp"))).await);
     store
-        .set_status("o-5", OrderStatus::Confirmed, None)
+        .set_status(&checkout, OrderStatus::Confirmed, None)
         .await
         .unwrap();
+    store.release_claim(&checkout).await.unwrap();
 
     Recovery::new(Saga::new(store.clone(), nowhere(), nowhere()))
         .recover_stalled_orders(Duration::ZERO)

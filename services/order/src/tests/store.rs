@@ -6,7 +6,7 @@ use std::time::Duration;
 use ordertrail_shared::api::{OrderStatus, PricedLine};
 use ordertrail_testkit::{CapturedSpans, databases};
 
-use super::{create, visa};
+use super::{create, create_claimed, held, visa};
 use crate::domain::Failure;
 use crate::store::KeyClaim;
 use crate::{MIGRATIONS, Store};
@@ -16,10 +16,7 @@ async fn an_idempotency_key_is_new_then_in_progress_then_replayed_and_never_reus
     let _spans = CapturedSpans::start();
     for db in databases(&MIGRATIONS).await {
         let store = Store::new(db);
-        assert!(matches!(
-            create(&store, "o-1", Some(("k", "fp-1"))).await,
-            KeyClaim::New(_)
-        ));
+        let checkout = held(create_claimed(&store, "o-1", Some(("k", "fp-1"))).await);
         let again = create(&store, "o-2", Some(("k", "fp-1"))).await;
         assert!(
             matches!(again, KeyClaim::InProgress { ref order_id } if order_id == "o-1"),
@@ -31,10 +28,10 @@ async fn an_idempotency_key_is_new_then_in_progress_then_replayed_and_never_reus
         );
 
         store
-            .save_response("o-1", 201, r#"{"order_id":"o-1"}"#)
+            .save_response(&checkout, 201, r#"{"order_id":"o-1"}"#)
             .await
             .unwrap();
-        store.save_response("o-1", 500, "later").await.unwrap();
+        store.save_response(&checkout, 500, "later").await.unwrap();
         match create(&store, "o-3", Some(("k", "fp-1"))).await {
             KeyClaim::Replay { status, body } => {
                 assert_eq!((status, body.as_str()), (201, r#"{"order_id":"o-1"}"#))
@@ -53,7 +50,16 @@ async fn an_order_keeps_its_prices_and_its_recorded_failure() {
     let _spans = CapturedSpans::start();
     for db in databases(&MIGRATIONS).await {
         let store = Store::new(db);
-        create(&store, "o-1", None).await;
+        let checkout = held(create_claimed(&store, "o-1", None).await);
+        assert!(
+            store
+                .stalled_orders(Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty(),
+            "held by its checkout"
+        );
+        store.release_claim(&checkout).await.unwrap();
         assert_eq!(store.stalled_orders(Duration::ZERO).await.unwrap(), ["o-1"]);
         assert!(
             store
@@ -69,7 +75,12 @@ async fn an_order_keeps_its_prices_and_its_recorded_failure() {
             quantity: 2,
             unit_price_cents: 1450,
         }];
-        store.set_reserved("o-1", &priced, 2900).await.unwrap();
+        let sweep = store
+            .take_stalled("o-1", Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        store.set_reserved(&sweep, &priced, 2900).await.unwrap();
         let order = store.get("o-1").await.unwrap().unwrap();
         assert_eq!(
             (order.status, order.total_cents, order.items),
@@ -79,7 +90,7 @@ async fn an_order_keeps_its_prices_and_its_recorded_failure() {
 
         assert_eq!(store.failure("o-1").await.unwrap(), None);
         store
-            .set_failure("o-1", &Failure::declined("insufficient_funds"))
+            .set_failure(&sweep, &Failure::declined("insufficient_funds"))
             .await
             .unwrap();
         assert_eq!(
@@ -87,9 +98,10 @@ async fn an_order_keeps_its_prices_and_its_recorded_failure() {
             Some(Failure::declined("insufficient_funds"))
         );
         store
-            .set_status("o-1", OrderStatus::Failed, None)
+            .set_status(&sweep, OrderStatus::Failed, None)
             .await
             .unwrap();
+        store.release_claim(&sweep).await.unwrap();
         let order = store.get("o-1").await.unwrap().unwrap();
         assert_eq!(
             order.failure_reason.as_deref(),
