@@ -117,16 +117,30 @@ read_file() { [[ -r "$1" ]] || die "cannot read $1"; cat "$1"; }
 BODY_FILE="$(mktemp)"
 trap 'rm -f "$BODY_FILE"' EXIT
 
+# credentials USER PASSWORD: curl's config line for basic authentication, which curl reads with
+# --config from a process substitution (a pipe, /dev/fd/N): a password given as an argument
+# (-u user:password) would be in the process list, readable by every user of the machine or
+# container (ps, /proc/<pid>/cmdline). printf is a bash builtin, so it is no process either.
+# In curl's quoted config values a backslash escapes the next character.
+credentials() {
+  local s="$1:$2"
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  printf 'user = "%s"\n' "$s"
+}
+
 # call METHOD URL [curl args...]: prints the HTTP status (000 if unreachable); body in $BODY_FILE.
 call() {
   local method=$1 url=$2
   shift 2
   curl -sS -o "$BODY_FILE" -w '%{http_code}' --max-time 60 \
-    -u "elastic:${ELASTIC_PASSWORD}" -X "$method" "$url" "$@" 2>/dev/null || true
+    --config <(credentials elastic "$ELASTIC_PASSWORD") -X "$method" "$url" "$@" 2>/dev/null \
+    || true
 }
 
-# send METHOD URL JSON: call with a JSON body, read from stdin so that passwords stay out of
-# the process list. Kibana wants kbn-xsrf on writes; Elasticsearch ignores it.
+# send METHOD URL JSON: call with a JSON body, read from stdin so that the passwords some bodies
+# hold stay out of the process list, as the credentials do. Kibana wants kbn-xsrf on writes;
+# Elasticsearch ignores it.
 send() {
   printf '%s' "$3" | call "$1" "$2" -H 'Content-Type: application/json' -H 'kbn-xsrf: true' \
     --data-binary @-
@@ -168,7 +182,7 @@ put_definition() {
 
 # logs_in USER PASSWORD: true when Elasticsearch accepts this password for USER.
 logs_in() {
-  [[ "$(curl -sS -o /dev/null -w '%{http_code}' --max-time 30 -u "$1:$2" \
+  [[ "$(curl -sS -o /dev/null -w '%{http_code}' --max-time 30 --config <(credentials "$1" "$2") \
     "$ES_URL/_security/_authenticate" 2>/dev/null || true)" == 200 ]]
 }
 

@@ -704,4 +704,61 @@ async fn setup_writes_on_the_first_run_only_and_then_what_changed() {
         rule["consumer"], "stackAlerts",
         "an update keeps the consumer"
     );
+
+    // No password is ever a curl argument, which every user of the machine could read in the
+    // process list: the credentials and the bodies that hold passwords go through files.
+    let arguments = stack.curl_arguments();
+    assert!(
+        arguments.lines().count() > 20,
+        "the recording shim saw setup's curls: {arguments}"
+    );
+    for password in [
+        "test-elastic",
+        "test-kibana",
+        "test-logstash",
+        "test-viewer",
+        "another-viewer-password",
+    ] {
+        assert!(
+            !arguments.contains(password),
+            "a curl was given the password {password:?} as an argument"
+        );
+    }
+}
+
+/// The same, read in the script: no curl takes credentials as an argument (`-u`, `--user`),
+/// whichever code path runs.
+#[test]
+fn setup_gives_curl_no_credentials_as_arguments() {
+    let script = read(SETUP);
+    // The lines of each curl command: from `curl ` to the last line ending in a backslash.
+    let mut in_curl = false;
+    let mut curls = 0;
+    for (number, line) in script.lines().enumerate() {
+        let code = line.split(" #").next().unwrap().trim_start();
+        if code.starts_with('#') {
+            continue;
+        }
+        if code.contains("curl ") {
+            in_curl = true;
+            curls += 1;
+        }
+        if !in_curl {
+            continue;
+        }
+        in_curl = code.ends_with('\\');
+        let credentials = code.split_whitespace().find(|word| {
+            *word == "-u"
+                || *word == "--user"
+                || word.starts_with("--user=")
+                || (word.starts_with("-u") && !word.starts_with("--"))
+        });
+        assert!(
+            credentials.is_none(),
+            "setup.sh:{}: {credentials:?} puts credentials where the process list shows them",
+            number + 1
+        );
+    }
+    assert!(curls >= 2, "setup.sh's curls: {curls}");
+    assert!(script.contains("--config <(credentials "));
 }

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -40,6 +42,8 @@ struct Store {
 pub struct Stack {
     url: String,
     store: Arc<Mutex<Store>>,
+    /// A folder put first in setup.sh's PATH, with a `curl` that records its arguments.
+    shim: PathBuf,
 }
 
 const ELASTIC_PASSWORD: &str = "test-elastic";
@@ -56,7 +60,8 @@ impl Stack {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { url, store }
+        let shim = curl_recorder(&url);
+        Self { url, store, shim }
     }
 
     /// Runs `setup.sh all` against this stack with `env` on top of the usual variables, and
@@ -74,6 +79,7 @@ impl Stack {
             .env("KIBANA_SYSTEM_PASSWORD", "test-kibana")
             .env("LOGSTASH_INTERNAL_PASSWORD", "test-logstash")
             .env("ORDERTRAIL_VIEWER_PASSWORD", "test-viewer")
+            .env("PATH", search_path(&self.shim))
             .envs(env.iter().copied())
             .output()
             .await
@@ -90,6 +96,52 @@ impl Stack {
     pub fn stored(&self, path: &str) -> Value {
         self.store.lock().unwrap().objects[path].clone()
     }
+
+    /// The arguments of every curl that setup.sh ran so far, one line per curl: what the
+    /// process list shows of it.
+    pub fn curl_arguments(&self) -> String {
+        std::fs::read_to_string(self.shim.join("argv.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.shim);
+    }
+}
+
+/// A new folder with a `curl` that appends its arguments to `argv.log` beside it, then runs
+/// the curl found on PATH.
+fn curl_recorder(url: &str) -> PathBuf {
+    let real = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("curl"))
+        .find(|path| path.is_file())
+        .expect("curl on PATH");
+    let port = url.rsplit(':').next().unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "ordertrail-setup-curl-{}-{port}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("curl");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            dir.join("argv.log").display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// PATH with `first` before the rest.
+fn search_path(first: &Path) -> std::ffi::OsString {
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(first.to_owned()).chain(std::env::split_paths(&rest)))
+        .unwrap()
 }
 
 async fn answer(
