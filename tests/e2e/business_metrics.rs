@@ -78,6 +78,56 @@ async fn until_metrics_are(
     }
 }
 
+/// After [`until_metrics_are`] matched `expected`: waits one sweep interval (`sweep_every`),
+/// then two more exports of each of its instruments, and asserts that `expected` still holds.
+/// A count made twice (a recovery counted again by the next sweep, a compensation counted
+/// again when its undo ran again) would show up then, where the first match alone would pass.
+async fn still_after_more_exports(
+    otlp: &mut Otlp,
+    received: &mut ReceivedMetrics,
+    expected: &[(&str, &str, Vec<Series>)],
+    sweep_every: Duration,
+) {
+    tokio::time::sleep(sweep_every).await;
+    while let Ok(request) = otlp.metrics.try_recv() {
+        received.extend(request);
+    }
+    let exports = |received: &ReceivedMetrics| -> Vec<usize> {
+        expected
+            .iter()
+            .map(|(service, name, _)| {
+                received
+                    .all
+                    .iter()
+                    .filter(|m| m.service_name == *service && m.name == *name)
+                    .count()
+            })
+            .collect()
+    };
+    let before = exports(received);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while exports(received)
+        .iter()
+        .zip(&before)
+        .any(|(now, before)| *now < before + 2)
+    {
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(wait, otlp.metrics.recv()).await {
+            Ok(Some(request)) => received.extend(request),
+            _ => panic!("no two more exports of every instrument within 20 s"),
+        }
+    }
+    for (service, name, want) in expected {
+        let mut want = want.clone();
+        want.sort();
+        assert_eq!(
+            series(received, service, name),
+            want,
+            "{service} {name} changed after it matched: counted twice"
+        );
+    }
+}
+
 /// A counter's shape: a monotonic cumulative sum in `unit`, on the suite's meter.
 fn assert_counter(metric: Option<&ReceivedMetric>, unit: &str) {
     let metric = metric.expect("exported");
@@ -98,6 +148,7 @@ async fn each_outcome_of_a_checkout_is_counted_once_and_the_stock_gauge_follows_
         .unwrap();
     // Orders idle for 5 s go to the sweep: beyond the slowest checkout seen on a loaded CI
     // machine (see `kill.rs`), so that it finishes only the order left paid.
+    let sweep_every = Duration::from_millis(200);
     let mut env = sweep("200ms", "5s");
     env.push(("OTEL_METRIC_EXPORT_INTERVAL", "250".to_owned()));
     let stack = TestStack::start_with(Setup {
@@ -142,44 +193,41 @@ async fn each_outcome_of_a_checkout_is_counted_once_and_the_stock_gauge_follows_
         + recovered.body["total_cents"].as_i64().unwrap();
     assert_eq!(revenue, 2 * 1450 + 3 * 2200);
     let mut received = ReceivedMetrics::default();
-    until_metrics_are(
-        &mut otlp,
-        &mut received,
-        &[
-            (
-                "order",
-                "ordertrail.orders",
-                vec![
-                    one(&[("order.status", "confirmed")], 2),
-                    one(
-                        &[("order.status", "failed"), ("error.type", "card_declined")],
-                        1,
-                    ),
-                    one(
-                        &[("order.status", "failed"), ("error.type", "out_of_stock")],
-                        1,
-                    ),
-                ],
-            ),
-            ("order", "ordertrail.revenue", vec![one(&[], revenue)]),
-            (
-                "order",
-                "ordertrail.saga.compensations",
-                vec![one(&[("saga.compensation", "release")], 1)],
-            ),
-            (
-                "order",
-                "ordertrail.saga.recoveries",
-                vec![one(&[("order.status", "confirmed")], 1)],
-            ),
-            (
-                "payment",
-                "ordertrail.payment.declines",
-                vec![one(&[("error.type", "card_declined")], 1)],
-            ),
-        ],
-    )
-    .await;
+    let counted = [
+        (
+            "order",
+            "ordertrail.orders",
+            vec![
+                one(&[("order.status", "confirmed")], 2),
+                one(
+                    &[("order.status", "failed"), ("error.type", "card_declined")],
+                    1,
+                ),
+                one(
+                    &[("order.status", "failed"), ("error.type", "out_of_stock")],
+                    1,
+                ),
+            ],
+        ),
+        ("order", "ordertrail.revenue", vec![one(&[], revenue)]),
+        (
+            "order",
+            "ordertrail.saga.compensations",
+            vec![one(&[("saga.compensation", "release")], 1)],
+        ),
+        (
+            "order",
+            "ordertrail.saga.recoveries",
+            vec![one(&[("order.status", "confirmed")], 1)],
+        ),
+        (
+            "payment",
+            "ordertrail.payment.declines",
+            vec![one(&[("error.type", "card_declined")], 1)],
+        ),
+    ];
+    until_metrics_are(&mut otlp, &mut received, &counted).await;
+    still_after_more_exports(&mut otlp, &mut received, &counted, sweep_every).await;
     let order_id = recovered.body["order_id"].as_str().unwrap();
     let now = stack.get(&format!("/api/orders/{order_id}")).await;
     assert_eq!(now.body["status"], "confirmed", "{}", now.body);

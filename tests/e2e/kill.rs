@@ -16,18 +16,18 @@ const KEYS: usize = 200;
 const CONCURRENCY: usize = 16;
 /// How long the killed service stays down.
 const DOWN_FOR: Duration = Duration::from_millis(500);
-/// The recovery sweep's `RECOVERY_STALLED_AFTER`. It is safe only while it is beyond the
-/// longest a live saga leaves its order untouched, or the sweep finishes an order whose saga
-/// still runs and the two race (the client may be told one outcome and another kept). The
-/// order is written when it is created and at each step of its checkout, all while its client
-/// waits, so the slowest checkout (and, above it, the slowest answer) bounds that time. Each
-/// run prints both, and fails if the sweep recovered an order while a checkout of it ran.
+/// The recovery sweep's `RECOVERY_STALLED_AFTER`, and so the lease of an order's claim. A live
+/// checkout holds its order's claim, renewed while it runs, so the sweep never takes an order
+/// whose checkout still runs, whatever this is; each run prints the slowest checkout and
+/// answer, and fails if a recovery of an order overlapped a checkout of it (the claim failed).
 /// Measured on a 2-core machine: with the machine to itself, slowest checkout 0.6–1.3 s and
 /// slowest answer 0.7–1.4 s; with parallel builds loading it (load average 4–13), up to
 /// 3.6 s and 4.6 s, all on SQLite (a saga calling the killed service fails within 300 ms, its
-/// port refusing connections: it is the load on SQLite that is slow). The 2 s used before was
-/// within that; 5 s (as in `concurrency`) is beyond every checkout seen. Each second here is
-/// a second more for the orders a kill leaves open to be finished.
+/// port refusing connections: it is the load on SQLite that is slow). 5 s (as in
+/// `concurrency`) is beyond every checkout seen, so the sweep takes only the orders the kill
+/// left, and a holder renewing every third of it is not stalled past two thirds of it by a
+/// loaded machine. Each second here is a second more for the orders a kill leaves open to be
+/// finished.
 const STALLED_AFTER: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +96,8 @@ async fn killed_mid_load_every_invariant_holds(role: &'static str, databases: Da
 
     // How long the sagas took, as the order service's `checkout` spans measured them (those of
     // a killed order service are lost with it, as are its sagas) and as the clients waited for
-    // them; and any recovery of an order while a checkout of it was still running: a race.
+    // them; and any recovery of an order while a checkout of it was still running, which the
+    // claim rules out.
     // The services export every 100 ms: let the last spans arrive.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let spans = stack.all_spans();
@@ -157,11 +158,12 @@ async fn killed_mid_load_every_invariant_holds(role: &'static str, databases: Da
         report(&violations)
     );
 
-    // The sweep raced no live saga: else what follows could fail for the test's own timing.
+    // The sweep raced no live saga: each order's claim kept it off.
     assert!(
         raced.is_empty(),
-        "the sweep's stall time ({STALLED_AFTER:?}) is within the slowest checkout \
-         ({slowest_checkout:?}; slowest answer {slowest_answer:?}): raise STALLED_AFTER\n{raced:#?}"
+        "a recovery overlapped a running checkout of its order, which its claim should rule \
+         out (stall time {STALLED_AFTER:?}, slowest checkout {slowest_checkout:?}, slowest \
+         answer {slowest_answer:?})\n{raced:#?}"
     );
     let unexpected: Vec<String> = sent
         .iter()

@@ -113,10 +113,13 @@ impl Sent {
     }
 }
 
-/// True for an answer about the order itself: not `409 request in progress`, and not a
-/// gateway's `503` that names no order (the order service could not be reached).
+/// True for an answer about the order itself: not `409 request in progress` or `409 checkout
+/// unfinished` (the sweep finishes it), and not a gateway's `503` that names no order (the
+/// order service could not be reached).
 pub fn is_final(answer: &Answer) -> bool {
-    let in_progress = answer.status == 409 && answer.body["title"] == "request in progress";
+    let in_progress = answer.status == 409
+        && (answer.body["title"] == "request in progress"
+            || answer.body["type"] == "/problems/checkout-unfinished");
     let unreached = answer.status == 503 && answer.body["order_id"].is_null();
     !in_progress && !unreached
 }
