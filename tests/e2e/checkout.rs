@@ -206,7 +206,10 @@ async fn a_confirmed_order_is_one_trace_across_four_services_and_its_logs_join_i
         .filter(|l| l["event.dataset"] == "ordertrail.audit")
         .map(|l| l["event.action"].as_str().unwrap())
         .collect();
-    assert_eq!(audit, BTreeSet::from(["order-created", "payment-captured"]));
+    assert_eq!(
+        audit,
+        BTreeSet::from(["order-created", "payment-captured", "order-confirmed"])
+    );
 
     // The card number is nowhere: not in a log line, in anything exported (span names,
     // attributes, events) or in a database file.

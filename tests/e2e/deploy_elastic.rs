@@ -250,10 +250,12 @@ fn every_field_an_alert_rule_queries_is_mapped() {
                     .map(|f| (f, "runtime field".to_owned())),
             );
         }
-        fields.push((
-            params["timeField"].as_str().unwrap().into(),
-            "timeField".into(),
-        ));
+        // The time field: mapped, or a date the rule's query computes.
+        let time_field = params["timeField"].as_str().unwrap();
+        match runtime.get(time_field) {
+            Some(field) => assert_eq!(field["type"], "date", "{id}: timeField {time_field}"),
+            None => fields.push((time_field.into(), "timeField".into())),
+        }
         if let Some(agg) = params.get("aggField").and_then(Value::as_str) {
             assert!(
                 runtime.contains_key(agg) || mapped.contains(agg),
@@ -316,6 +318,11 @@ fn the_values_the_rules_match_are_the_ones_the_code_writes() {
     };
     let telemetry = source_of("shared/src/telemetry");
     let order = source_of("services/order/src");
+    // The audit events the services write: `audit!("<action>", ...)`, whitespace aside.
+    let audited: String = source_of("services")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     let datasets: Vec<String> = ROLES.iter().map(|r| format!("ordertrail.{r}")).collect();
     let mut checked = 0;
     for (id, (_, query)) in &rules {
@@ -323,7 +330,11 @@ fn the_values_the_rules_match_are_the_ones_the_code_writes() {
         collect_clauses(query, &mut clauses);
         for (kind, field, value) in clauses {
             let found = match (kind.as_str(), field.as_str()) {
-                (_, "event.dataset") => datasets.contains(&value),
+                (_, "event.dataset") => {
+                    datasets.contains(&value)
+                        || telemetry.contains(&format!("AUDIT_DATASET: &str = \"{value}\""))
+                }
+                (_, "event.action") => audited.contains(&format!("audit!(\"{value}\"")),
                 (_, "order.status") => order.contains(&format!("\"{value}\"")),
                 (_, "http.route") => order.contains(&format!(".route(\"{value}\"")),
                 (_, "http.request.method") => ["GET", "POST"].contains(&value.as_str()),
@@ -340,6 +351,90 @@ fn the_values_the_rules_match_are_the_ones_the_code_writes() {
         }
     }
     assert!(checked >= 10, "only {checked} values checked");
+}
+
+/// The failure rate is computed from audit events, which the log sampling policy never drops
+/// (`ORDERTRAIL_LOG_SAMPLE` below 1 thins the INFO lines of unsampled requests, so a rate over
+/// ordinary lines would count every failure, a WARN line, and only some confirmations), and its
+/// sample trace is a failed order's.
+#[test]
+fn the_checkout_failure_rate_counts_audit_events_and_samples_a_failed_order() {
+    let (rule, query) = &rules()["ordertrail-checkout-failure-rate"];
+    let params = &rule["params"];
+    let mut clauses = Vec::new();
+    collect_clauses(query, &mut clauses);
+    let matched = |field: &str| -> BTreeSet<String> {
+        clauses
+            .iter()
+            .filter(|(_, f, _)| f == field)
+            .map(|(_, _, value)| value.clone())
+            .collect()
+    };
+    assert_eq!(params["index"], json!(["ordertrail-audit"]));
+    assert_eq!(
+        matched("event.dataset"),
+        BTreeSet::from([ordertrail_shared::telemetry::AUDIT_DATASET.to_owned()])
+    );
+    let (confirmed, failed) = ("order-confirmed", "order-failed");
+    assert_eq!(
+        matched("event.action"),
+        BTreeSet::from([confirmed.to_owned(), failed.to_owned()]),
+        "one event per order that ended, whichever way"
+    );
+    // Every checkout that ends writes exactly one of them (the order service's saga).
+    let saga = [
+        read("services/order/src/saga/mod.rs"),
+        read("services/order/src/saga/compensation.rs"),
+    ]
+    .concat()
+    .split_whitespace()
+    .collect::<String>();
+    for action in [confirmed, failed] {
+        assert_eq!(
+            saga.matches(&format!("audit!(\"{action}\"")).count(),
+            1,
+            "the saga writes {action} once"
+        );
+    }
+
+    // The value is the average of a field that is 1 for a failed order, 0 for a confirmed one.
+    assert_eq!(params["aggType"], "avg");
+    let runtime = &query["runtime_mappings"];
+    let failed_field = &runtime[params["aggField"].as_str().unwrap()];
+    assert_eq!(failed_field["type"], "long");
+    let source = failed_field["script"]["source"].as_str().unwrap();
+    assert!(
+        source.contains(&format!("== '{failed}' ? 1 : 0")),
+        "{source}"
+    );
+
+    // The sample: Kibana sorts the hits newest first by the time field and the actions read
+    // the first. The time field is @timestamp, plus, for a failed order only, a second value a
+    // century later: the range filter matches either value (the event's own time), the
+    // descending sort takes the larger, so every failure sorts before every confirmation.
+    assert_eq!(params["excludeHitsFromPreviousRun"], false);
+    let time = &runtime[params["timeField"].as_str().unwrap()];
+    assert_eq!(time["type"], "date");
+    let source = time["script"]["source"].as_str().unwrap();
+    assert!(
+        source.contains("doc['@timestamp'].value.toInstant().toEpochMilli()"),
+        "{source}"
+    );
+    let emits: Vec<&str> = source.split("emit(").skip(1).collect();
+    assert_eq!(emits.len(), 2, "{source}");
+    assert!(emits[0].starts_with("t)"), "@timestamp itself: {source}");
+    let later = emits[1].split('+').nth(1).unwrap().trim();
+    let shift: u64 = later.split('L').next().unwrap().parse().unwrap();
+    assert!(
+        shift > 50 * 365 * 86_400_000,
+        "the failures' second time is past any window: {shift} ms"
+    );
+    assert!(
+        source.contains(&format!("== '{failed}') {{ emit(t +")),
+        "only a failure gets the later time: {source}"
+    );
+    let actions = rule["actions"].to_string();
+    assert!(actions.contains("{{context.hits.0._source.trace.id}}"));
 }
 
 /// (clause kind, field, value) of every term, terms and match_phrase clause.

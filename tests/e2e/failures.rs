@@ -54,6 +54,16 @@ async fn a_declined_card_is_402_and_releases_the_reservation() {
         names(&spans)
     );
     assert_every_span_carries_the_customer(&spans, "c-42");
+    // The failure is an audit event of its trace (what the checkout failure rate counts).
+    let trace_id = answer.trace_id();
+    let failed = stack
+        .logs()
+        .into_iter()
+        .find(|l| l["event.action"] == "order-failed" && l["trace.id"] == trace_id.as_str())
+        .expect("an order-failed audit event in the declined order's trace");
+    assert_eq!(failed["event.dataset"], "ordertrail.audit");
+    assert_eq!(failed["order.id"], order_id);
+    assert_eq!(failed["error.type"], "card_declined");
     stack.assert_card_nowhere(DECLINED_CARD).await;
 }
 

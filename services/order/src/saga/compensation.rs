@@ -105,6 +105,14 @@ impl Saga {
                 error.message = %failure,
                 "order failed"
             );
+            // The audit event beside it, as `order-confirmed` for a confirmed order.
+            ordertrail_shared::audit!(
+                "order-failed",
+                order.id = %order_id,
+                order.status = "failed",
+                error.type = failure.code.as_str(),
+                "order failed"
+            );
         } else {
             tracing::error!(error.type = "compensation_pending", error.message = %failure, "order failed, compensation waits for a service");
         }

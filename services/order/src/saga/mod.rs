@@ -185,7 +185,14 @@ impl Saga {
                 // Counted at once: the order is confirmed whether or not it can be read back,
                 // and no later worker counts a confirmed order.
                 self.metrics.confirmed(total_cents);
-                tracing::info!(order.status = "confirmed", "order confirmed");
+                // An audit event: kept whatever the log sampling, so that confirmed and failed
+                // orders can be counted from the logs (the checkout failure rate alert).
+                ordertrail_shared::audit!(
+                    "order-confirmed",
+                    order.id = %order_id,
+                    order.status = "confirmed",
+                    "order confirmed"
+                );
                 Ok(Outcome::Confirmed(self.store.order(order_id).await?))
             }
             Err(err @ StepError::Refused { .. }) => {
