@@ -3,7 +3,13 @@
 //! grace period longer than its drain and flush; the NetworkPolicies allow exactly the calls
 //! the configured URLs make; every custom resource fits its operator's CRD schema
 //! (deploy/k8s/schemas/); the setup Job gets every file and variable deploy/setup/setup.sh reads.
-//! Skipped, with the reason printed, where kubectl is not installed.
+//! The telemetry path ([`telemetry`]), Elasticsearch's indices and Kibana ([`elastic`]) and the
+//! instructions ([`operations`]) have their own files. Skipped, with the reason printed, where
+//! kubectl is not installed.
+
+mod elastic;
+mod operations;
+mod telemetry;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -261,7 +267,7 @@ async fn probes_ask_the_health_routes_and_the_grace_period_outlasts_drain_and_fl
             // SIGTERM comes after the preStop sleep; the grace period counts from its start.
             let sleep = container["lifecycle"]["preStop"]["sleep"]["seconds"]
                 .as_u64()
-                .expect("a preStop sleep: the image has no shell for a command");
+                .expect("a preStop sleep action: the kubelet waits, no process in the container");
             assert!(sleep >= 1, "endpoint removal needs time to spread");
             let grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
                 .as_u64()

@@ -1,5 +1,6 @@
-//! `stack-check`: the end-to-end check of a running compose stack
-//! (`docker compose --profile test run --rm e2e`).
+//! `stack-check`: the end-to-end check of a running stack, compose's
+//! (`docker compose --profile test run --rm e2e`) or Kubernetes' (the Job of
+//! `deploy/k8s/components/stack-check`).
 //!
 //! It places orders through the gateway, reads each answer's `traceresponse`, waits until
 //! Jaeger holds the trace with spans of all four services, correctly parented, and until
