@@ -30,8 +30,8 @@ use crate::domain::{Failure, Outcome};
 use crate::metrics::OrderMetrics;
 use crate::store::{Claim, Fenced, Store};
 
-/// How long the work on one order may hold its claim (`crate::claim::hold`), unless
-/// [`Saga::with_time_limit`] says otherwise. Well beyond the longest a saga can take while
+/// How long the work on one order may hold its claim (`crate::claim::hold`), unless a test
+/// says otherwise (`Saga::with_time_limit`). Well beyond the longest a saga can take while
 /// every call it makes times out: five steps (reserve, charge, commit, refund, release) of
 /// three attempts of at most 5 s each (`ServiceClient`'s timeout) with their backoffs, under
 /// 80 s. Only work hung beyond those timeouts (a statement the database never answers, say)
