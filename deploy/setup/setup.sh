@@ -15,11 +15,12 @@
 #     1. waits for Elasticsearch
 #     2. password of the built-in user kibana_system                     (Kibana logs in with it)
 #     3. role logstash_writer, user logstash_internal          elasticsearch/role-logstash_writer.json
-#     4. ILM policy "ordertrail"                                          elasticsearch/ilm-policy.json
+#     4. ILM policies "ordertrail" and "ordertrail-alerts"   elasticsearch/ilm-policy{,-alerts}.json
 #     5. component templates ordertrail-settings, ordertrail-mappings
 #     6. index templates ordertrail-logs, ordertrail-audit (data streams), ordertrail-alerts
 #                                                      elasticsearch/{logs,audit,alerts}-template.json
-#     7. data streams ordertrail-logs and ordertrail-audit, index ordertrail-alerts (if missing)
+#     7. data streams ordertrail-logs and ordertrail-audit, index ordertrail-alerts (if missing;
+#        an existing one gets its ILM policy)
 #     8. user ordertrail_viewer (its role comes from the Kibana step: it holds Kibana privileges)
 #
 #   setup.sh kibana          (service "kibana-setup", once Kibana is healthy)
@@ -59,6 +60,9 @@ CHECKOUT_FAILURE_RATE="${ORDERTRAIL_ALERT_CHECKOUT_FAILURE_RATE:-0.25}"
 SLOW_CHECKOUT_MS="${ORDERTRAIL_ALERT_SLOW_CHECKOUT_MS:-2000}"
 
 ILM_POLICY="ordertrail"
+# The alerts index's own policy (elasticsearch/ilm-policy-alerts.json): a plain index cannot
+# roll over, so it only deletes.
+ALERTS_ILM_POLICY="ordertrail-alerts"
 # Component templates, put before the index templates that list them in composed_of.
 COMPONENT_TEMPLATES=(ordertrail-settings ordertrail-mappings)
 # Index template name; the file is elasticsearch/<name without ordertrail->-template.json.
@@ -235,6 +239,8 @@ setup_elasticsearch() {
 
   put_definition "ILM policy $ILM_POLICY" "$ES_URL/_ilm/policy/$ILM_POLICY" \
     "$(read_file "$es/ilm-policy.json")"
+  put_definition "ILM policy $ALERTS_ILM_POLICY" "$ES_URL/_ilm/policy/$ALERTS_ILM_POLICY" \
+    "$(read_file "$es/ilm-policy-alerts.json")"
 
   # Component templates first: Elasticsearch rejects an index template whose composed_of
   # names a component template that does not exist.
@@ -262,9 +268,19 @@ setup_elasticsearch() {
     fi
     expect_2xx "data stream $ds" "$status"
   done
-  # The alerts index takes its mappings from the index template ordertrail-alerts.
+  # The alerts index takes its mappings and ILM policy from the index template ordertrail-alerts;
+  # one created before the template named the policy gets it here (ILM then ages it from its
+  # creation: one older than the policy's delete age is deleted at once, and made again by the
+  # next alert).
   if current "index $ALERTS_INDEX" "$ES_URL/$ALERTS_INDEX"; then
     log "index $ALERTS_INDEX: exists"
+    status="$(call GET "$ES_URL/$ALERTS_INDEX/_settings/index.lifecycle.name")"
+    if [[ "$status" == 200 ]] && grep -qF "\"name\":\"$ALERTS_ILM_POLICY\"" "$BODY_FILE"; then
+      log "ILM policy of index $ALERTS_INDEX: unchanged"
+    else
+      expect_2xx "ILM policy of index $ALERTS_INDEX" "$(send PUT "$ES_URL/$ALERTS_INDEX/_settings" \
+        "{\"index\":{\"lifecycle\":{\"name\":\"$ALERTS_ILM_POLICY\"}}}")"
+    fi
   else
     status="$(call PUT "$ES_URL/$ALERTS_INDEX")"
     if [[ "$status" == 400 ]] && grep -q 'resource_already_exists_exception' "$BODY_FILE"; then

@@ -578,6 +578,54 @@ fn the_viewer_role_grants_what_the_saved_objects_need_and_nothing_more() {
     );
 }
 
+/// Every ILM policy an index template names is one setup.sh puts, from a file that exists, and
+/// the plain alerts index's policy only deletes (a rollover needs a data stream or a write
+/// alias: on a plain index ILM would stop at it with an error).
+#[test]
+fn every_ilm_policy_a_template_names_is_put_by_setup() {
+    let script = read(SETUP);
+    let put: BTreeMap<String, String> = [("ILM_POLICY", ""), ("ALERTS_ILM_POLICY", "-alerts")]
+        .into_iter()
+        .map(|(variable, suffix)| {
+            let file = format!("ilm-policy{suffix}.json");
+            assert!(
+                script.contains(&format!(
+                    "\"$ES_URL/_ilm/policy/${variable}\" \\\n    \"$(read_file \"$es/{file}\")\""
+                )),
+                "setup.sh puts ${variable} from {file}"
+            );
+            (setup_value(variable), file)
+        })
+        .collect();
+    for name in setup_list("INDEX_TEMPLATES") {
+        let template = index_template(&name);
+        let policy = template["template"]["settings"]["index"]["lifecycle"]["name"]
+            .as_str()
+            .unwrap_or_else(|| panic!("index template {name} names no ILM policy"));
+        let file = put.get(policy).unwrap_or_else(|| {
+            panic!("{name} names the ILM policy {policy}, which setup.sh does not put")
+        });
+        let phases = &json_file(&format!("deploy/elasticsearch/{file}"))["policy"]["phases"];
+        assert!(
+            phases["delete"]["actions"]["delete"].is_object(),
+            "{policy} ends in delete"
+        );
+        if template.get("data_stream").is_none() {
+            let actions: Vec<&String> = phases
+                .as_object()
+                .unwrap()
+                .values()
+                .flat_map(|phase| phase["actions"].as_object().unwrap().keys())
+                .collect();
+            assert_eq!(
+                actions,
+                ["delete"],
+                "{name} is a plain index: {policy} may only delete"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_ilm_policy_the_templates_name_exists_and_ends_in_delete() {
     let policy_name = setup_value("ILM_POLICY");
@@ -742,6 +790,7 @@ async fn setup_writes_on_the_first_run_only_and_then_what_changed() {
         "PUT /_security/role/logstash_writer",
         "PUT /_security/user/logstash_internal",
         "PUT /_ilm/policy/ordertrail",
+        "PUT /_ilm/policy/ordertrail-alerts",
         "PUT /_component_template/ordertrail-mappings",
         "PUT /_index_template/ordertrail-alerts",
         "PUT /_data_stream/ordertrail-logs",
@@ -777,12 +826,11 @@ async fn setup_writes_on_the_first_run_only_and_then_what_changed() {
         "the second run wrote more than the import"
     );
 
-    let changed = stack
-        .run_setup(&[
-            ("ORDERTRAIL_ALERT_CHECKOUT_FAILURE_RATE", "0.5"),
-            ("ORDERTRAIL_VIEWER_PASSWORD", "another-viewer-password"),
-        ])
-        .await;
+    let changes = [
+        ("ORDERTRAIL_ALERT_CHECKOUT_FAILURE_RATE", "0.5"),
+        ("ORDERTRAIL_VIEWER_PASSWORD", "another-viewer-password"),
+    ];
+    let changed = stack.run_setup(&changes).await;
     let changed: Vec<String> = changed.iter().map(|w| w.to_string()).collect();
     assert_eq!(
         changed,
@@ -799,6 +847,19 @@ async fn setup_writes_on_the_first_run_only_and_then_what_changed() {
         rule["consumer"], "stackAlerts",
         "an update keeps the consumer"
     );
+
+    // An alerts index made before its template named an ILM policy gets the policy, once.
+    stack.forget("/ordertrail-alerts/_settings");
+    let older = stack.run_setup(&changes).await;
+    let older: Vec<String> = older.iter().map(|w| w.to_string()).collect();
+    assert_eq!(older, ["PUT /ordertrail-alerts/_settings", import]);
+    assert_eq!(
+        stack.stored("/ordertrail-alerts/_settings")["ordertrail-alerts"]["settings"]["index"]["lifecycle"]
+            ["name"],
+        "ordertrail-alerts"
+    );
+    let again = stack.run_setup(&changes).await;
+    assert_eq!(again.len(), 1, "{again:?}");
 
     // No password is ever a curl argument, which every user of the machine could read in the
     // process list: the credentials and the bodies that hold passwords go through files.

@@ -97,6 +97,11 @@ impl Stack {
         self.store.lock().unwrap().objects[path].clone()
     }
 
+    /// Drops the object stored at `path`, as if it had never been written.
+    pub fn forget(&self, path: &str) {
+        self.store.lock().unwrap().objects.remove(path);
+    }
+
     /// The arguments of every curl that setup.sh ran so far, one line per curl: what the
     /// process list shows of it.
     pub fn curl_arguments(&self) -> String {
@@ -171,6 +176,14 @@ async fn answer(
                 let id = id["data_view_id"].as_str().unwrap_or("").to_owned();
                 (StatusCode::OK, json!({ "data_view_id": id }).to_string())
             }
+            // An index's settings, whatever the filter path: those it was created with.
+            _ if path.contains("/_settings/") => {
+                let index = &path[..path.find("/_settings/").unwrap()];
+                match store.objects.get(&format!("{index}/_settings")) {
+                    Some(settings) => (StatusCode::OK, settings.to_string()),
+                    None => (StatusCode::NOT_FOUND, "{}".into()),
+                }
+            }
             _ => match store.objects.get(&path) {
                 // serde_json writes the keys sorted, not in the order they came.
                 Some(object) => (StatusCode::OK, object.to_string()),
@@ -236,6 +249,25 @@ async fn answer(
                 object[key] = value.clone();
             }
         }
+    }
+    // A plain index gets the settings of the index template naming it, as Elasticsearch's are
+    // (`GET /<index>/_settings` answers `{"<index>": {"settings": ...}}`); settings put later
+    // replace those.
+    let name = path.trim_start_matches('/');
+    if method == Method::PUT && !name.contains('/') && !name.starts_with('_') {
+        let template = store.objects.values().find(|t| {
+            t["index_patterns"]
+                .as_array()
+                .is_some_and(|patterns| patterns.iter().any(|p| p == name))
+        });
+        let settings = template.map_or(json!({}), |t| t["template"]["settings"].clone());
+        let settings = json!({ name: { "settings": settings } });
+        store.objects.insert(format!("{path}/_settings"), settings);
+    }
+    if let Some(index) = path.strip_suffix("/_settings") {
+        let settings = json!({ index.trim_start_matches('/'): { "settings": object } });
+        store.objects.insert(path, settings);
+        return (StatusCode::OK, "{}".into());
     }
     store.objects.insert(path, object);
     (StatusCode::OK, "{}".into())
