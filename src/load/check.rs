@@ -41,12 +41,14 @@ impl Answer {
         serde_json::from_slice(&self.body).ok()
     }
 
-    /// True for `409 request in progress`: a duplicate of a key whose first request still runs.
+    /// True for a `409` that is not final: `request in progress` (a duplicate of a key whose
+    /// first request still runs) or `checkout unfinished` (the checkout lost its claim on the
+    /// order, which the recovery sweep finishes). Asking again later gets the final answer.
     pub fn is_in_progress(&self) -> bool {
         self.status == 409
-            && self
-                .problem()
-                .is_some_and(|p| p.title == "request in progress")
+            && self.problem().is_some_and(|p| {
+                p.title == "request in progress" || p.title == "checkout unfinished"
+            })
     }
 
     /// The problem document, when the body is one (whatever the content type says).
