@@ -31,9 +31,9 @@ use opentelemetry_otlp::{
     ExporterBuildError, Protocol, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig,
 };
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::resource::EnvResourceDetector;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
 use opentelemetry_semantic_conventions::attribute::{
     DEPLOYMENT_ENVIRONMENT_NAME, ERROR_TYPE, EXCEPTION_MESSAGE, EXCEPTION_TYPE,
@@ -51,11 +51,9 @@ pub use ecs::{EcsLayer, LineSink, ServiceIdentity};
 pub use events::AUDIT_DATASET;
 pub use export::{BaggageSpanProcessor, CountingBatchProcessor, CountingExporter, ExportStats};
 pub use log_sampling::{LogSampling, SampledOut};
-pub(crate) use metrics::instruments::{INSTRUMENTS, Server as MetricServer};
 pub use metrics::instruments::{DB_DURATION_BUCKETS, HTTP_DURATION_BUCKETS};
-pub use metrics::{
-    CountingMetricExporter, METER_NAME, MetricExportStats, MetricsConfig, meter,
-};
+pub(crate) use metrics::instruments::{INSTRUMENTS, Server as MetricServer};
+pub use metrics::{CountingMetricExporter, METER_NAME, MetricExportStats, MetricsConfig, meter};
 pub use sampling::{JaegerRemote, Sampling};
 pub use stdout::{Stdout, StdoutGuard};
 
@@ -176,8 +174,12 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         build_with(config, resource.clone(), Box::new(stdout));
     guard.stdout = Some(stdout_guard);
     subscriber.try_init()?;
-    guard.meter_provider =
-        metrics::meter_provider(&config.metrics, resource, &guard.metric_stats, &mut warnings);
+    guard.meter_provider = metrics::meter_provider(
+        &config.metrics,
+        resource,
+        &guard.metric_stats,
+        &mut warnings,
+    );
     if let Some(meter_provider) = &guard.meter_provider {
         global::set_meter_provider(meter_provider.clone());
         metrics::observe_health(
