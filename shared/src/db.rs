@@ -8,6 +8,10 @@
 //!
 //! A transaction that loses a conflict with another one (a deadlock, a serialization failure,
 //! a busy SQLite file) is run again by [`retry_transaction`] rather than answered as a 500.
+//!
+//! A PostgreSQL pool holds up to `DATABASE_MAX_CONNECTIONS` connections (10 by default): with
+//! several replicas, each holds its own pool, and together they must stay under the server's
+//! `max_connections` (deploy/k8s/CAPACITY.md does the sum for the prod overlay).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -79,7 +83,14 @@ impl Database {
             create_sqlite_parent_dir(url)?;
         }
         let options = AnyConnectOptions::from_str(url)?;
-        let pool = pool_options(system)
+        let (max_connections, warning) = pool_size(
+            system,
+            std::env::var(MAX_CONNECTIONS_VARIABLE).ok().as_deref(),
+        );
+        if let Some(warning) = warning {
+            tracing::warn!("database: {warning}");
+        }
+        let pool = pool_options(system, max_connections)
             .connect_with(options)
             .await
             .map_err(|err| {
@@ -138,13 +149,13 @@ const PING_IDLE_AFTER: Duration = Duration::from_secs(10);
 ///   next checkpoint (README, "Durability"). The journal mode is stored in the file; setting
 ///   it again on a connection to a file already in WAL mode changes nothing.
 ///
-/// **PostgreSQL** keeps full durability (its `synchronous_commit` is the server's); ten
-/// connections.
+/// **PostgreSQL** keeps full durability (its `synchronous_commit` is the server's), with
+/// `max_connections` connections at most ([`pool_size`]), opened as they are needed.
 ///
 /// Both skip sqlx's ping on every acquire (a round trip to the server, per statement, for
 /// PostgreSQL) and ping only a connection that has been idle for [`PING_IDLE_AFTER`], which
 /// still catches one that a restarted server has closed.
-fn pool_options(system: DbSystem) -> AnyPoolOptions {
+fn pool_options(system: DbSystem, max_connections: u32) -> AnyPoolOptions {
     let options = AnyPoolOptions::new()
         .acquire_timeout(Duration::from_secs(5))
         .test_before_acquire(false)
@@ -157,18 +168,66 @@ fn pool_options(system: DbSystem) -> AnyPoolOptions {
             })
         });
     match system {
-        DbSystem::Sqlite => options.max_connections(1).after_connect(|conn, _| {
-            Box::pin(async move {
-                sqlx::query("PRAGMA journal_mode = WAL")
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query("PRAGMA synchronous = NORMAL")
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
-        }),
-        DbSystem::Postgresql => options.max_connections(10),
+        DbSystem::Sqlite => options
+            .max_connections(max_connections)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            }),
+        DbSystem::Postgresql => options.max_connections(max_connections),
+    }
+}
+
+/// The variable that sizes a PostgreSQL pool.
+pub const MAX_CONNECTIONS_VARIABLE: &str = "DATABASE_MAX_CONNECTIONS";
+
+/// The environment variables the database handle reads itself; each service reads its
+/// `DATABASE_URL` in its own configuration.
+pub const VARIABLES: &[&str] = &[MAX_CONNECTIONS_VARIABLE];
+
+/// The connections of a PostgreSQL pool when `DATABASE_MAX_CONNECTIONS` is not set.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+/// The largest pool `DATABASE_MAX_CONNECTIONS` may ask for. A PostgreSQL server rarely admits
+/// more than a few hundred connections in all, so a larger value is a typo, and one process
+/// would take every connection of the server.
+pub const MOST_CONNECTIONS: u32 = 1000;
+
+/// The pool size for `system` from `DATABASE_MAX_CONNECTIONS` (`value`), and what could not be
+/// honoured. SQLite always gets one connection: it lets one writer in at a time, and its pool
+/// queues callers fairly where SQLite's busy handler would not. For PostgreSQL, a number from 1
+/// to [`MOST_CONNECTIONS`]; unset or blank, [`DEFAULT_MAX_CONNECTIONS`]; anything else is
+/// warned about and the default used, as the telemetry settings are: a pool size never stops a
+/// service from starting.
+pub fn pool_size(system: DbSystem, value: Option<&str>) -> (u32, Option<String>) {
+    let value = value.map(str::trim).filter(|v| !v.is_empty());
+    match (system, value) {
+        (DbSystem::Sqlite, None) => (1, None),
+        (DbSystem::Sqlite, Some(value)) => (
+            1,
+            Some(format!(
+                "{MAX_CONNECTIONS_VARIABLE}={value:?} sizes PostgreSQL pools only; SQLite keeps \
+                 its one connection"
+            )),
+        ),
+        (DbSystem::Postgresql, None) => (DEFAULT_MAX_CONNECTIONS, None),
+        (DbSystem::Postgresql, Some(value)) => match value.parse() {
+            Ok(size) if (1..=MOST_CONNECTIONS).contains(&size) => (size, None),
+            _ => (
+                DEFAULT_MAX_CONNECTIONS,
+                Some(format!(
+                    "{MAX_CONNECTIONS_VARIABLE}={value:?} is not a number from 1 to \
+                     {MOST_CONNECTIONS}; using {DEFAULT_MAX_CONNECTIONS}"
+                )),
+            ),
+        },
     }
 }
 
@@ -404,6 +463,35 @@ mod tests {
         assert!(is_retryable(&busy), "{busy}");
         assert!(!is_retryable(&duplicate), "{duplicate}");
         let _ = std::fs::remove_file(file);
+    }
+
+    #[test]
+    fn the_postgresql_pool_is_sized_by_its_variable_within_bounds() {
+        let size = |value| pool_size(DbSystem::Postgresql, value);
+        assert_eq!(size(None), (DEFAULT_MAX_CONNECTIONS, None));
+        assert_eq!(size(Some("  ")), (DEFAULT_MAX_CONNECTIONS, None));
+        assert_eq!(size(Some("4")), (4, None));
+        assert_eq!(size(Some(" 1 ")), (1, None));
+        assert_eq!(size(Some("1000")), (1000, None));
+        for bad in ["0", "1001", "-3", "ten", "2.5"] {
+            let (used, warning) = size(Some(bad));
+            assert_eq!(used, DEFAULT_MAX_CONNECTIONS, "{bad}");
+            let warning = warning.unwrap_or_else(|| panic!("no warning for {bad}"));
+            assert!(warning.contains(MAX_CONNECTIONS_VARIABLE), "{warning}");
+            assert!(warning.contains(bad), "{warning}");
+        }
+        assert_eq!(
+            pool_options(DbSystem::Postgresql, 4).get_max_connections(),
+            4
+        );
+    }
+
+    #[test]
+    fn sqlite_keeps_one_connection_whatever_the_variable_says() {
+        assert_eq!(pool_size(DbSystem::Sqlite, None), (1, None));
+        let (size, warning) = pool_size(DbSystem::Sqlite, Some("20"));
+        assert_eq!(size, 1);
+        assert!(warning.unwrap().contains("SQLite"));
     }
 
     #[test]

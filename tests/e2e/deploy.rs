@@ -461,6 +461,7 @@ fn compose_runs_each_role_with_the_variables_ports_and_upstreams_the_binary_read
     ]);
     let telemetry: BTreeSet<String> = ordertrail_shared::telemetry::VARIABLES
         .iter()
+        .chain(ordertrail_shared::db::VARIABLES)
         .map(|v| (*v).to_owned())
         .collect();
 

@@ -3,10 +3,11 @@
 //! grace period longer than its drain and flush; the NetworkPolicies allow exactly the calls
 //! the configured URLs make; every custom resource fits its operator's CRD schema
 //! (deploy/k8s/schemas/); the setup Job gets every file and variable deploy/setup/setup.sh reads.
-//! The telemetry path ([`telemetry`]), Elasticsearch's indices and Kibana ([`elastic`]) and the
-//! instructions ([`operations`]) have their own files. Skipped, with the reason printed, where
+//! The telemetry path ([`telemetry`]), Elasticsearch's indices and Kibana ([`elastic`]), the
+//! capacity figures ([`capacity`]) and the instructions ([`operations`]) have their own files. Skipped, with the reason printed, where
 //! kubectl is not installed.
 
+mod capacity;
 mod elastic;
 mod operations;
 mod telemetry;
@@ -127,8 +128,10 @@ fn host_port(url: &str) -> (&str, u16) {
 #[test]
 fn every_overlay_runs_each_role_with_the_variables_ports_and_upstreams_the_binary_reads() {
     let binary = env!("CARGO_BIN_EXE_ordertrail");
-    let telemetry: BTreeSet<String> = ordertrail_shared::telemetry::VARIABLES
+    // What the shared library reads itself, besides each role's own options (its --help).
+    let shared: BTreeSet<String> = ordertrail_shared::telemetry::VARIABLES
         .iter()
+        .chain(ordertrail_shared::db::VARIABLES)
         .map(|v| (*v).to_owned())
         .collect();
     for overlay in OVERLAYS {
@@ -151,7 +154,7 @@ fn every_overlay_runs_each_role_with_the_variables_ports_and_upstreams_the_binar
 
             let environment = environment(&objects, container);
             let reads: BTreeSet<String> = variables_of(binary, &["serve", role])
-                .union(&telemetry)
+                .union(&shared)
                 .cloned()
                 .collect();
             let unread: Vec<&String> = environment.keys().filter(|k| !reads.contains(*k)).collect();
@@ -390,20 +393,30 @@ fn network_policies_allow_exactly_the_calls_the_configured_urls_make() {
             labels[0].clone()
         };
 
-        // The calls the configuration makes: upstream URLs, the OTLP endpoint, the database.
+        // The calls the configuration makes: upstream URLs, the OTLP endpoint, the sampling
+        // strategies' endpoint (called once OTEL_TRACES_SAMPLER alone is switched), the database.
         let mut expected = BTreeSet::new();
         for role in ROLES {
             let container = container(find(&objects, "Deployment", role));
             let environment = environment(&objects, container);
             for (variable, value) in &environment {
-                let Some(url) = value.as_deref().filter(|v| v.starts_with("http://")) else {
+                let Some(value) = value.as_deref() else {
+                    continue;
+                };
+                let url = match variable.as_str() {
+                    "OTEL_TRACES_SAMPLER_ARG" => value
+                        .split(',')
+                        .find_map(|part| part.trim().strip_prefix("endpoint=")),
+                    _ => Some(value).filter(|v| v.starts_with("http://")),
+                };
+                let Some(url) = url else {
                     continue;
                 };
                 let (host, port) = host_port(url);
                 pods.entry(host.to_owned()).or_insert_with(|| behind(host));
                 expected.insert((role.to_owned(), host.to_owned(), port));
                 assert!(
-                    variable.ends_with("_URL") || variable.starts_with("OTEL_EXPORTER_OTLP"),
+                    variable.ends_with("_URL") || variable.starts_with("OTEL_"),
                     "{role} {variable}"
                 );
             }

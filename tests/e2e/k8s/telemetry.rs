@@ -1,11 +1,13 @@
 //! deploy/k8s/ and the telemetry agree: every signal the services export reaches a Jaeger
 //! pipeline that receives it; the Monitor tab reads, through Prometheus, what every collector's
-//! exporter writes, with compose's settings; stack-check's Job is given and may reach every URL
-//! stack-check reads; each Jaeger's Go runtime is bounded under its limit; collectors behind an
-//! autoscaler let their gRPC connections go.
+//! exporter writes, with compose's settings; switching the services' sampler alone fetches the
+//! strategies every collector serves from compose's file; stack-check's Job is given and may
+//! reach every URL stack-check reads; each Jaeger's Go runtime is bounded under its limit;
+//! collectors behind an autoscaler let their gRPC connections go.
 
 use std::collections::BTreeSet;
 
+use ordertrail_shared::telemetry::Sampling;
 use serde_json::Value;
 
 use super::{
@@ -306,6 +308,81 @@ fn the_monitor_tab_reads_through_prometheus_what_every_collector_exports_as_in_c
                     allowed(&policies, labels(prometheus), labels(collector), port),
                     "{overlay}: Prometheus may not scrape {} on {port}",
                     collector["metadata"]["name"]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn switching_the_sampler_alone_fetches_the_strategies_every_collector_serves_as_compose_does() {
+    let compose: Value = serde_yaml_ng::from_str(&read("deploy/jaeger/config.yaml")).unwrap();
+    let compose_sampling = &compose["extensions"]["remote_sampling"];
+    let strategies: Value =
+        serde_json::from_str(&read("deploy/jaeger/sampling-strategies.json")).unwrap();
+    for overlay in OVERLAYS {
+        let Some(objects) = build(&format!("overlays/{overlay}")) else {
+            return;
+        };
+        let policies: Vec<&Value> = of_kind(&objects, "NetworkPolicy").collect();
+        for (role, _) in super::PORTS {
+            let deployment = find(&objects, "Deployment", role);
+            let environment = environment(&objects, container(deployment));
+            let value = |name: &str| environment.get(name).cloned().flatten();
+            let arg = value("OTEL_TRACES_SAMPLER_ARG");
+            let sampling = |sampler: &str| {
+                let mut warnings = Vec::new();
+                let sampling = Sampling::from_vars(Some(sampler), arg.as_deref(), &mut warnings);
+                (sampling, warnings)
+            };
+            // As set: every trace, and the argument ignored without a word.
+            let sampler = value("OTEL_TRACES_SAMPLER").unwrap();
+            assert_eq!(
+                sampling(&sampler),
+                (Sampling::AlwaysOn, Vec::new()),
+                "{overlay} {role}"
+            );
+
+            // Switched alone: a collector's strategies, every trace until the first answer.
+            let (switched, warnings) = sampling("parentbased_jaeger_remote");
+            assert!(warnings.is_empty(), "{overlay} {role}: {warnings:?}");
+            let Sampling::JaegerRemote(remote) = switched else {
+                panic!("{overlay} {role}: {switched:?}")
+            };
+            assert_eq!(remote.initial_sampling_rate, 1.0, "{overlay} {role}");
+            let (host, port) = host_port(&remote.endpoint);
+            for (jaeger, container_port) in behind(&objects, host, port) {
+                let name = &jaeger["metadata"]["name"];
+                let config = jaeger_config(&objects, jaeger);
+                assert!(
+                    strings(&config["service"]["extensions"]).contains(&"remote_sampling"),
+                    "{overlay}: {name} serves no strategies"
+                );
+                let served = &config["extensions"]["remote_sampling"];
+                assert_eq!(
+                    port_of(&served["http"]["endpoint"]),
+                    container_port,
+                    "{overlay}: {name} serves its strategies where {} leads",
+                    remote.endpoint
+                );
+                assert_eq!(
+                    served["file"]["reload_interval"], compose_sampling["file"]["reload_interval"],
+                    "{overlay}: {name} rereads the file as compose's Jaeger does"
+                );
+                let path = served["file"]["path"].as_str().unwrap();
+                assert_eq!(
+                    mounted(&objects, jaeger, path),
+                    strategies,
+                    "{overlay}: {name}'s {path} is deploy/jaeger/sampling-strategies.json"
+                );
+                assert!(
+                    allowed(
+                        &policies,
+                        labels(deployment),
+                        labels(jaeger),
+                        container_port
+                    ),
+                    "{overlay}: {role} may not fetch the strategies from {name}"
                 );
             }
         }
