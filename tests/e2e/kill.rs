@@ -3,11 +3,11 @@
 //! recovery sweep finishes what was left open. Afterwards the same invariants hold as under
 //! plain concurrency; only the keys the outage reached may have been answered 503.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::support::ledger::{Ledger, report};
-use crate::support::load::{self, Load, Retry, is_final};
+use crate::support::load::{self, Load, Retry};
 use crate::support::{Databases, Setup, TestStack, one_load_at_a_time, sweep};
 
 /// Keys sent; with their copies and the clients' retries, a few hundred requests.
@@ -165,17 +165,7 @@ async fn killed_mid_load_every_invariant_holds(role: &'static str, databases: Da
          out (stall time {STALLED_AFTER:?}, slowest checkout {slowest_checkout:?}, slowest \
          answer {slowest_answer:?})\n{raced:#?}"
     );
-    let unexpected: Vec<String> = sent
-        .iter()
-        .filter(|s| {
-            let excused = reached.contains(s.key.as_str());
-            match &s.outcome {
-                Err(_) => !excused,
-                Ok(answer) => answer.status >= 500 && !(answer.status == 503 && excused),
-            }
-        })
-        .map(|s| format!("{}: {}", s.key, s.label()))
-        .collect();
+    let unexpected = load::failed_outside(&sent, &reached);
     assert!(
         unexpected.is_empty(),
         "5xx or no answer outside the outage: {unexpected:#?}\nthe services' errors: {:#?}",
@@ -187,14 +177,6 @@ async fn killed_mid_load_every_invariant_holds(role: &'static str, databases: Da
         report(&violations)
     );
     // Every client ended with a final answer (its retries outlasted the outage and the sweep).
-    let mut last = BTreeMap::new();
-    for one in &sent {
-        last.insert(one.key.as_str(), one);
-    }
-    let unfinished: Vec<String> = last
-        .values()
-        .filter(|s| !s.outcome.as_ref().is_ok_and(is_final))
-        .map(|s| format!("{}: {}", s.key, s.label()))
-        .collect();
+    let unfinished = load::without_final_answer(&sent);
     assert!(unfinished.is_empty(), "no final answer: {unfinished:#?}");
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use ordertrail_testkit::receiver::ReceivedSpan;
 
 use crate::support::ledger::{Ledger, report};
-use crate::support::load::{self, Load, Retry, Sent, is_final};
+use crate::support::load::{self, Load, Retry, Sent};
 use crate::support::{Databases, Setup, TestStack, one_load_at_a_time, sweep};
 
 /// Keys sent, one every [`PACE`]: about fourteen seconds of load; with the copies of some keys
@@ -137,31 +137,13 @@ async fn three_order_replicas_and_two_of_each_service_on_postgresql_keep_every_i
         "{}",
         report(&violations)
     );
-    let unexpected: Vec<String> = sent
-        .iter()
-        .filter(|s| {
-            let excused = reached.contains(s.key.as_str());
-            match &s.outcome {
-                Err(_) => !excused,
-                Ok(answer) => answer.status >= 500 && !(answer.status == 503 && excused),
-            }
-        })
-        .map(|s| format!("{}: {}", s.key, s.label()))
-        .collect();
+    let unexpected = load::failed_outside(&sent, &reached);
     assert!(
         unexpected.is_empty(),
         "5xx or no answer outside the outage: {unexpected:#?}\nthe services' errors: {:#?}",
         stack.error_lines()
     );
-    let mut last = BTreeMap::new();
-    for one in &sent {
-        last.insert(one.key.as_str(), one);
-    }
-    let unfinished: Vec<String> = last
-        .values()
-        .filter(|s| !s.outcome.as_ref().is_ok_and(is_final))
-        .map(|s| format!("{}: {}", s.key, s.label()))
-        .collect();
+    let unfinished = load::without_final_answer(&sent);
     assert!(unfinished.is_empty(), "no final answer: {unfinished:#?}");
     // The run did what it is for: checkouts outlasted the stall time while their replica
     // lived, the kill left orders for the sweeps, and copies of a key met on two gateways.

@@ -1,7 +1,7 @@
 //! Load on the gateway: many orders at once, some idempotency keys sent several times together,
 //! every answer kept with its timing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -122,6 +122,33 @@ pub fn is_final(answer: &Answer) -> bool {
             || answer.body["type"] == "/problems/checkout-unfinished");
     let unreached = answer.status == 503 && answer.body["order_id"].is_null();
     !in_progress && !unreached
+}
+
+/// The requests that failed although no outage excuses them: no answer, or a `5xx` other than
+/// a `503` during the outage (`excused` holds the keys with a request under way meanwhile).
+pub fn failed_outside(sent: &[Sent], excused: &BTreeSet<&str>) -> Vec<String> {
+    sent.iter()
+        .filter(|s| {
+            let excused = excused.contains(s.key.as_str());
+            match &s.outcome {
+                Err(_) => !excused,
+                Ok(answer) => answer.status >= 500 && !(answer.status == 503 && excused),
+            }
+        })
+        .map(|s| format!("{}: {}", s.key, s.label()))
+        .collect()
+}
+
+/// The keys whose last request got no final answer (see [`is_final`]).
+pub fn without_final_answer(sent: &[Sent]) -> Vec<String> {
+    let mut last = BTreeMap::new();
+    for one in sent {
+        last.insert(one.key.as_str(), one);
+    }
+    last.values()
+        .filter(|s| !s.outcome.as_ref().is_ok_and(is_final))
+        .map(|s| format!("{}: {}", s.key, s.label()))
+        .collect()
 }
 
 /// Clients sending jobs to the gateway, `concurrency` keys at a time.
