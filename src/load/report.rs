@@ -40,6 +40,10 @@ impl Kind {
 pub enum Status {
     /// An HTTP status.
     Answered(u16),
+    /// `409 checkout unfinished`, an answer that is not final: the checkout lost its claim on
+    /// the order (or ran past the saga's time limit) and the recovery sweep finishes it. Apart
+    /// from the other 409s, so that lost claims show.
+    Unfinished,
     /// No answer: the connection failed or the request timed out.
     NoAnswer,
 }
@@ -48,6 +52,7 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Answered(code) => write!(f, "{code}"),
+            Self::Unfinished => f.write_str("409 unfinished"),
             Self::NoAnswer => f.write_str("no answer"),
         }
     }
@@ -77,6 +82,7 @@ pub struct Report {
     slowest: Vec<Slow>,
     unexpected: Vec<Unexpected>,
     unexpected_count: u64,
+    unfinished: u64,
     max_send_lag: Duration,
 }
 
@@ -96,6 +102,7 @@ impl Report {
             slowest: Vec::with_capacity(SLOWEST + 1),
             unexpected: Vec::new(),
             unexpected_count: 0,
+            unfinished: 0,
             max_send_lag: Duration::ZERO,
         }
     }
@@ -119,6 +126,9 @@ impl Report {
             .or_insert_with(|| (histogram(), 0));
         row.saturating_record(micros);
         self.all.saturating_record(micros);
+        if sample.status == Status::Unfinished {
+            self.unfinished += 1;
+        }
         if let Err(reason) = sample.verdict {
             *unexpected += 1;
             self.unexpected_count += 1;
@@ -191,6 +201,7 @@ impl Report {
             requests,
             requests_per_second,
             unexpected: self.unexpected_count,
+            unfinished: self.unfinished,
             max_send_lag_ms: millis(micros(self.max_send_lag)),
             rows,
             slowest: self.slowest.clone(),

@@ -96,6 +96,10 @@ pub struct Summary {
     pub requests_per_second: f64,
     /// Answers that broke the contract: the sum of the rows' `unexpected`.
     pub unexpected: u64,
+    /// Orders answered `409 checkout unfinished` (the rows with status `409 unfinished`): not
+    /// unexpected, but each is a checkout that lost its claim on the order or ran past the
+    /// saga's time limit, left to the recovery sweep.
+    pub unfinished: u64,
     /// Open loop: how long after it was due a step started at worst, in milliseconds: every
     /// `--max-in-flight` slot was busy (a slow server), or the tool was short of CPU. The
     /// wait counts in the step's latency.

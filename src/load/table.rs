@@ -65,6 +65,15 @@ pub fn render(summary: &Summary) -> String {
     }
     align_right(&mut table, 2..9);
     let _ = writeln!(text, "{table}");
+    if summary.unfinished > 0 {
+        let _ = writeln!(
+            text,
+            "{} checkouts unfinished (409, rows \"409 unfinished\"): each lost its claim on the \
+             order or ran past the saga's time limit, and the recovery sweep finishes the order \
+             (see ordertrail.saga.abandoned)",
+            summary.unfinished
+        );
+    }
 
     if !summary.slowest.is_empty() {
         let mut slowest = new_table(&["slowest", "scenario", "status", "trace id"]);

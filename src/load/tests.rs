@@ -238,3 +238,41 @@ fn the_picker_runs_each_scenario_its_weight_of_every_hundred_steps_interleaved()
     }
     assert!(picks[..10].contains(&Scenario::Declined), "{picks:?}");
 }
+
+#[test]
+fn checkouts_unfinished_are_counted_apart_and_said_under_the_table() {
+    let mut report = Report::new();
+    report.record(sample(
+        Scenario::OutOfStock,
+        Status::Answered(409),
+        10,
+        Ok(()),
+    ));
+    for scenario in [Scenario::OutOfStock, Scenario::Captured, Scenario::Captured] {
+        report.record(sample(scenario, Status::Unfinished, 3000, Ok(())));
+    }
+
+    let summary = summary(&report);
+
+    let rows: Vec<(&str, &str, u64, u64)> = summary
+        .rows
+        .iter()
+        .map(|r| (r.scenario, r.status.as_str(), r.count, r.unexpected))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("captured", "409 unfinished", 2, 0),
+            ("out_of_stock", "409", 1, 0),
+            ("out_of_stock", "409 unfinished", 1, 0),
+        ]
+    );
+    assert_eq!((summary.unfinished, summary.unexpected), (3, 0));
+    let text = table::render(&summary);
+    assert!(text.contains("3 checkouts unfinished (409"), "{text}");
+    assert!(text.contains("no unexpected answer"), "{text}");
+    assert!(
+        !table::render(&self::summary(&Report::new())).contains("unfinished"),
+        "a run without one says nothing of them"
+    );
+}

@@ -37,46 +37,33 @@ impl Driver {
             let sent = self.send(Scenario::Retried, n, Some(&key)).await;
             (sent, Instant::now())
         };
-        let (mut copies, mut finals) = (Vec::new(), Vec::<Answer>::new());
-        let both: [(Result<Answer, String>, Instant); 2] =
+        let [(first, first_ended), (second, second_ended)]: [(Result<Answer, String>, Instant); 2] =
             futures::future::join(copy(), copy()).await.into();
-        for (sent, ended) in both {
-            let mut verdict = match &sent {
-                Ok(answer) => check::check(Scenario::Retried, answer),
-                Err(err) => Err(err.clone()),
-            };
-            if let Ok(answer) = &sent
-                && !answer.is_in_progress()
-            {
-                if let Some(first) = finals.first()
-                    && verdict.is_ok()
-                    && !check::same(first, answer)
-                {
-                    verdict = Err("the two copies of one key got different answers".into());
-                }
-                finals.push(answer.clone());
-            }
-            copies.push((sent, ended, verdict));
-        }
-        let none_final = finals.is_empty() && copies.iter().all(|(sent, ..)| sent.is_ok());
-        for (i, (sent, ended, mut verdict)) in copies.into_iter().enumerate() {
-            if none_final && i == 1 {
-                verdict = Err("both copies of one key got 409 in progress".into());
-            }
-            self.record_at(
-                Kind::Scenario(Scenario::Retried),
-                &sent,
-                due,
-                ended,
-                verdict,
-            );
-        }
-        let Some(first) = finals.into_iter().next() else {
-            return;
+        let verdict = |sent: &Result<Answer, String>| match sent {
+            Ok(answer) => check::check(Scenario::Retried, answer),
+            Err(err) => Err(err.clone()),
         };
-        if may_have_sold(Some(&first)) {
+        let first_verdict = verdict(&first);
+        let second_verdict = verdict(&second)
+            .and_then(|()| check::copies(first.as_ref().ok(), second.as_ref().ok()));
+        let sold = [&first, &second]
+            .into_iter()
+            .any(|sent| may_have_sold(sent.as_ref().ok()));
+        let kind = Kind::Scenario(Scenario::Retried);
+        self.record_at(kind, &first, due, first_ended, first_verdict);
+        self.record_at(kind, &second, due, second_ended, second_verdict);
+        if sold {
             self.restocker.sold(&scenario::lines(Scenario::Retried, n));
         }
+        // Without a final answer (a copy stopped unfinished, the other waited on it) there is
+        // nothing to replay yet: the sweep finishes the order in its own time.
+        let Some(first) = [first, second]
+            .into_iter()
+            .filter_map(Result::ok)
+            .find(Answer::is_final)
+        else {
+            return;
+        };
         let replayed_at = Instant::now();
         let sent = self.send(Scenario::Retried, n, Some(&key)).await;
         let verdict = match &sent {
@@ -105,6 +92,7 @@ impl Driver {
         verdict: check::Verdict,
     ) {
         let (status, trace_id) = match sent {
+            Ok(answer) if answer.is_unfinished() => (Status::Unfinished, answer.trace_id()),
             Ok(answer) => (Status::Answered(answer.status), answer.trace_id()),
             Err(_) => (Status::NoAnswer, None),
         };
@@ -153,10 +141,11 @@ impl Driver {
     }
 }
 
-/// Whether an order's stock may have been taken: no answer, or any answer but a 4xx (the
-/// order failed, its stock released). Putting back a little too much is harmless.
+/// Whether an order's stock may have been taken: no answer, a checkout unfinished (the sweep
+/// may still confirm it), or any answer but a 4xx (the order failed, its stock released).
+/// Putting back a little too much is harmless.
 fn may_have_sold(answer: Option<&Answer>) -> bool {
-    answer.is_none_or(|answer| !(400..500).contains(&answer.status))
+    answer.is_none_or(|answer| answer.is_unfinished() || !(400..500).contains(&answer.status))
 }
 
 /// Why there was no answer, in a few words.

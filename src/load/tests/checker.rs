@@ -122,6 +122,107 @@ fn the_checker_counts_a_wrong_status_or_a_body_that_is_not_the_contract() {
     }
 }
 
+fn unfinished() -> Answer {
+    answer(
+        409,
+        "application/problem+json",
+        json!({
+            "type": "/problems/checkout-unfinished", "title": "checkout unfinished",
+            "status": 409, "trace_id": TRACE,
+            "detail": "the checkout of order 0190a7d2 stopped before it finished; it is finished shortly",
+            "order_id": "0190a7d2-8a3b-7cc1-9f4e-1d2c3b4a5f60",
+        }),
+    )
+}
+
+#[test]
+fn a_checkout_unfinished_is_a_valid_answer_to_every_order_but_not_a_final_one() {
+    let answer = unfinished();
+    for scenario in Scenario::ALL {
+        let verdict = check::check(scenario, &answer);
+        if scenario == Scenario::Reads {
+            assert!(verdict.is_err(), "reads accepted a checkout unfinished");
+        } else {
+            assert_eq!(verdict, Ok(()), "{scenario:?}");
+        }
+    }
+    assert!(answer.is_unfinished());
+    assert!(!answer.is_in_progress());
+    assert!(!answer.is_final());
+    let in_progress = problem(409, "request in progress", None);
+    assert!(!in_progress.is_unfinished());
+    assert!(!problem(409, "checkout failed", Some("out_of_stock")).is_unfinished());
+}
+
+#[test]
+fn a_checkout_unfinished_must_have_its_problem_shape_and_name_the_order() {
+    let mut no_order = unfinished();
+    let mut body: Value = no_order.json().unwrap();
+    body.as_object_mut().unwrap().remove("order_id");
+    no_order.body = body.to_string().into_bytes();
+    let mut empty_order = unfinished();
+    body["order_id"] = "".into();
+    empty_order.body = body.to_string().into_bytes();
+    let mut wrong_type = unfinished();
+    let mut body: Value = wrong_type.json().unwrap();
+    body["type"] = "about:blank".into();
+    wrong_type.body = body.to_string().into_bytes();
+    let mut no_trace = unfinished();
+    let mut body: Value = no_trace.json().unwrap();
+    body.as_object_mut().unwrap().remove("trace_id");
+    no_trace.body = body.to_string().into_bytes();
+    let mut wrong_status = unfinished();
+    wrong_status.status = 500;
+    let mut not_a_problem = unfinished();
+    not_a_problem.content_type = Some("application/json".into());
+
+    for (what, answer) in [
+        ("no order_id", no_order),
+        ("an empty order_id", empty_order),
+        ("the type about:blank", wrong_type),
+        ("no trace_id", no_trace),
+        ("the content type application/json", not_a_problem),
+    ] {
+        for scenario in [Scenario::Captured, Scenario::OutOfStock, Scenario::Retried] {
+            assert!(
+                check::check(scenario, &answer).is_err(),
+                "{scenario:?} accepted a checkout unfinished with {what}"
+            );
+        }
+    }
+    assert!(!wrong_status.is_unfinished());
+    assert!(check::check(Scenario::Declined, &wrong_status).is_err());
+}
+
+#[test]
+fn two_copies_of_a_key_need_one_checkout_and_the_same_final_answer() {
+    let json = "application/json";
+    let confirmed = answer(201, json, order("confirmed"));
+    let in_progress = problem(409, "request in progress", None);
+    let declined = problem(402, "checkout failed", Some("card_declined"));
+
+    assert_eq!(check::copies(Some(&confirmed), Some(&in_progress)), Ok(()));
+    assert_eq!(check::copies(Some(&in_progress), Some(&confirmed)), Ok(()));
+    assert_eq!(check::copies(Some(&confirmed), Some(&confirmed)), Ok(()));
+    assert_eq!(
+        check::copies(Some(&unfinished()), Some(&in_progress)),
+        Ok(())
+    );
+    assert_eq!(
+        check::copies(Some(&in_progress), Some(&unfinished())),
+        Ok(())
+    );
+    assert_eq!(check::copies(None, Some(&in_progress)), Ok(()));
+    assert_eq!(
+        check::copies(Some(&in_progress), Some(&in_progress)),
+        Err("neither copy of one key got a final answer: both got 409 request in progress".into())
+    );
+    assert_eq!(
+        check::copies(Some(&confirmed), Some(&declined)),
+        Err("the two copies of one key got different answers".into())
+    );
+}
+
 #[test]
 fn a_captured_order_out_of_stock_says_restocking_is_off() {
     let verdict = check::check(
