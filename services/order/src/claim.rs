@@ -84,6 +84,10 @@ impl From<Fenced> for Stopped {
 /// the work finds it lost, or if the work runs past the saga's time limit, and releases the
 /// claim at the end either way. A work dropped is logged and counted here.
 ///
+/// A final write of the order under way when the work is dropped runs to its end, with what
+/// is counted and logged of it (`saga::settle`): fenced, it changes nothing if the claim is
+/// gone by then.
+///
 /// If this future is itself dropped, the renewals stop with it and the claim runs out.
 pub(crate) async fn hold<T>(
     saga: &Saga,

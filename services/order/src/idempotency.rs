@@ -78,10 +78,11 @@ impl Answer {
     }
 
     /// Keeps this answer for the idempotency key the request that created the order under
-    /// `claim` claimed (if any), when it is final and none is kept yet.
-    pub async fn keep(&self, store: &Store, claim: &Claim) -> Result<(), sqlx::Error> {
+    /// `claim` claimed (if any), when it is final, none is kept yet and the claim is held; true
+    /// when it kept it (`Store::save_response`).
+    pub async fn keep(&self, store: &Store, claim: &Claim) -> Result<bool, sqlx::Error> {
         if !self.is_final {
-            return Ok(());
+            return Ok(false);
         }
         store
             .save_response(claim, self.status.as_u16(), &self.body)

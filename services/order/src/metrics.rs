@@ -137,7 +137,9 @@ impl OrderMetrics {
     pub(crate) fn confirmed(&self, total_cents: i64) {
         self.orders
             .add(1, &[KeyValue::new(ORDER_STATUS, "confirmed")]);
-        // A total is never negative (checked by the database); a bad row adds nothing.
+        // A total is never negative: it is inventory's sum of positive quantities at prices
+        // its database keeps from going negative. This database does not check it (SQLite
+        // cannot add a constraint to an existing table), so a bad total adds nothing.
         self.revenue
             .add(u64::try_from(total_cents).unwrap_or(0), &[]);
     }

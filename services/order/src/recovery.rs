@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use ordertrail_shared::api::OrderStatus;
+use ordertrail_shared::api::{Order, OrderStatus};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::claim;
 use crate::domain::{Failure, Outcome};
 use crate::idempotency::Answer;
-use crate::saga::Saga;
+use crate::saga::{self, Saga};
 use crate::store::{Claim, Fenced, Store};
 
 /// The sweep, driving the saga of each stalled order to its end.
@@ -103,26 +103,46 @@ impl Recovery {
     }
 
     /// Finishes the order under `claim` as far as it goes, keeps its answer when it is final,
-    /// and counts it recovered once both are done: an answer not kept leaves the order to the
-    /// next sweep, which counts it then.
+    /// and counts it recovered if this sweep gave it its final answer: kept the answer for its
+    /// idempotency key, or, for an order with none to keep, ended it. An answer not kept
+    /// (a database error, or the claim lost and the order another worker's) leaves the count to
+    /// whoever keeps it.
     async fn recover(&self, claim: &Claim) -> Result<(), Fenced> {
-        let outcome = self.finish(claim).await?;
+        let order = self.store().order(claim.order_id()).await?;
+        // Asked before any write: while the claim is held no one else keeps the answer, and an
+        // order ended since by someone else (the claim lost) fails the writes below.
+        let answer_due = self.store().awaits_answer(claim.order_id()).await?;
+        let ended_before = order.status.is_terminal();
+        let outcome = self.finish(claim, order).await?;
         if !outcome.is_final() {
             return Ok(());
         }
+        // An order found ended was ended by an earlier worker; one that ends now was ended by
+        // this sweep's own fenced write (`Saga::still_open`).
+        let ended_here = !ended_before;
         // A client retrying with its idempotency key now gets this answer instead of 409.
-        Answer::to(&outcome).keep(self.store(), claim).await?;
+        let answer = Answer::to(&outcome);
         let status = outcome.order().status;
-        self.saga.metrics().recovered(status);
-        tracing::info!(order.status = status.as_str(), "open order recovered");
-        Ok(())
+        let (store, metrics, claim) = (
+            self.store().clone(),
+            self.saga.metrics().clone(),
+            claim.clone(),
+        );
+        // The answer and the count together, or neither, whatever stops the work (`settle`).
+        saga::settle(async move {
+            let kept = answer.keep(&store, &claim).await?;
+            if kept || (ended_here && !answer_due) {
+                metrics.recovered(status);
+                tracing::info!(order.status = status.as_str(), "open order recovered");
+            }
+            Ok(())
+        })
+        .await
     }
 
-    /// Drives the saga of the order under `claim` as far as it goes from where it stood.
-    async fn finish(&self, claim: &Claim) -> Result<Outcome, Fenced> {
-        let order_id = claim.order_id();
-        let order = self.store().order(order_id).await?;
-        let failure = self.store().failure(order_id).await?;
+    /// Drives the saga of `order`, under `claim`, as far as it goes from where it stood.
+    async fn finish(&self, claim: &Claim, order: Order) -> Result<Outcome, Fenced> {
+        let failure = self.store().failure(claim.order_id()).await?;
         match (order.status, failure) {
             // Finished, but its answer was never kept: keep it now.
             (OrderStatus::Confirmed, _) => Ok(Outcome::Confirmed(order)),

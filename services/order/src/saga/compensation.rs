@@ -88,33 +88,39 @@ impl Saga {
         record_error(&tracing::Span::current(), &failure.code, &failure);
         self.store.set_failure(claim, &failure).await?;
         if let Some(undone) = self.undo(order_id, undo).await {
-            self.store
-                .set_status(claim, OrderStatus::Failed, Some(&failure.detail))
-                .await?;
-            self.metrics().failed(&failure.code);
-            if undone.refunded {
-                self.metrics().compensated(Compensation::Refund);
-            }
-            if undone.released {
-                self.metrics().compensated(Compensation::Release);
-            }
-            tracing::warn!(
-                order.status = "failed",
-                event.outcome = "failure",
-                error.type = failure.code.as_str(),
-                error.message = %failure,
-                "order failed"
-            );
-            // The audit event beside it, as `order-confirmed` for a confirmed order.
-            ordertrail_shared::audit!(
-                "order-failed",
-                order.id = %order_id,
-                order.status = "failed",
-                error.type = failure.code.as_str(),
-                "order failed"
-            );
+            let (failed, failed_id) = (failure.clone(), order_id.to_owned());
+            let reason = Some(failure.detail.clone());
+            self.end(claim, OrderStatus::Failed, reason, move |metrics| {
+                metrics.failed(&failed.code);
+                if undone.refunded {
+                    metrics.compensated(Compensation::Refund);
+                }
+                if undone.released {
+                    metrics.compensated(Compensation::Release);
+                }
+                tracing::warn!(
+                    order.status = "failed",
+                    event.outcome = "failure",
+                    error.type = failed.code.as_str(),
+                    error.message = %failed,
+                    "order failed"
+                );
+                // The audit event beside it, as `order-confirmed` for a confirmed order.
+                ordertrail_shared::audit!(
+                    "order-failed",
+                    order.id = %failed_id,
+                    order.status = "failed",
+                    error.type = failed.code.as_str(),
+                    "order failed"
+                );
+            })
+            .await?;
         } else {
             tracing::error!(error.type = "compensation_pending", error.message = %failure, "order failed, compensation waits for a service");
+            return Ok(Outcome::Failed {
+                order: self.still_open(claim).await?,
+                failure,
+            });
         }
         Ok(Outcome::Failed {
             order: self.store.order(order_id).await?,

@@ -17,11 +17,12 @@ mod steps;
 use std::time::Duration;
 
 use ordertrail_shared::api::{
-    ChargeRequest, OrderStatus, Payment, PaymentStatus, Reservation, ReservationStatus,
+    ChargeRequest, Order, OrderStatus, Payment, PaymentStatus, Reservation, ReservationStatus,
     ReserveRequest, ValidOrder,
 };
 use ordertrail_shared::http::ServiceClient;
 use ordertrail_shared::problem::Problem;
+use tracing::Instrument;
 use tracing::field::Empty;
 
 use self::compensation::{Step, Undo};
@@ -179,20 +180,22 @@ impl Saga {
         .await
         {
             Ok(_) => {
-                self.store
-                    .set_status(claim, OrderStatus::Confirmed, None)
-                    .await?;
-                // Counted at once: the order is confirmed whether or not it can be read back,
-                // and no later worker counts a confirmed order.
-                self.metrics.confirmed(total_cents);
-                // An audit event: kept whatever the log sampling, so that confirmed and failed
-                // orders can be counted from the logs (the checkout failure rate alert).
-                ordertrail_shared::audit!(
-                    "order-confirmed",
-                    order.id = %order_id,
-                    order.status = "confirmed",
-                    "order confirmed"
-                );
+                let confirmed = order_id.to_owned();
+                self.end(claim, OrderStatus::Confirmed, None, move |metrics| {
+                    // Counted at once: the order is confirmed whether or not it can be read
+                    // back, and no later worker counts a confirmed order.
+                    metrics.confirmed(total_cents);
+                    // An audit event: kept whatever the log sampling, so that confirmed and
+                    // failed orders can be counted from the logs (the checkout failure rate
+                    // alert).
+                    ordertrail_shared::audit!(
+                        "order-confirmed",
+                        order.id = %confirmed,
+                        order.status = "confirmed",
+                        "order confirmed"
+                    );
+                })
+                .await?;
                 Ok(Outcome::Confirmed(self.store.order(order_id).await?))
             }
             Err(err @ StepError::Refused { .. }) => {
@@ -204,9 +207,40 @@ impl Saga {
                     order.status = "paid",
                     "stock not committed yet; the recovery sweep will"
                 );
-                Ok(Outcome::Pending(self.store.order(order_id).await?))
+                Ok(Outcome::Pending(self.still_open(claim).await?))
             }
         }
+    }
+
+    /// Moves the order under `claim` to its final `status` (with `reason` when it failed) and,
+    /// once that took effect, runs `then`, which counts the order and writes its audit event:
+    /// the two together, through [`settle`], or neither when the claim was lost.
+    pub(crate) async fn end(
+        &self,
+        claim: &Claim,
+        status: OrderStatus,
+        reason: Option<String>,
+        then: impl FnOnce(&OrderMetrics) + Send + 'static,
+    ) -> Result<(), Fenced> {
+        let (store, metrics, claim) = (self.store.clone(), self.metrics.clone(), claim.clone());
+        settle(async move {
+            store.set_status(&claim, status, reason.as_deref()).await?;
+            then(&metrics);
+            Ok(())
+        })
+        .await
+    }
+
+    /// The order under `claim`, which this worker leaves open. Should it read final, another
+    /// worker ended it, which it could only do holding the claim: this one lost it. So a final
+    /// [`Outcome`] always means that this worker's own write ended the order (the sweep counts
+    /// its recoveries by that).
+    async fn still_open(&self, claim: &Claim) -> Result<Order, Fenced> {
+        let order = self.store.order(claim.order_id()).await?;
+        if order.status.is_terminal() {
+            return Err(Fenced::ClaimLost);
+        }
+        Ok(order)
     }
 
     /// Ends the order under `claim`, which the checkout left in `status` (the service
@@ -221,6 +255,28 @@ impl Saga {
         // The step may have been applied: its answer was never recorded.
         let undo = Undo::after(Step::at(status), true);
         self.fail(claim, failure, undo).await
+    }
+}
+
+/// Runs `write` (a final write under a claim, and what is counted and logged once it took
+/// effect) to its end, in a task of its own that the caller awaits, within the current span.
+///
+/// `crate::claim::hold` drops the work on an order when its claim is lost or its time runs
+/// out, at whatever await the work has reached. Were a final write dropped after the database
+/// committed it and before its answer came back, the order would end uncounted and without its
+/// audit event, and no later worker counts an order that has ended. Dropping the caller does
+/// not cancel a spawned task, so a write and what follows it happen together or not at all; the
+/// write is still fenced, so that a claim lost before it ran makes it change, and count,
+/// nothing. (A `counted` flag kept with the status, and a sweep counting the orders that ended
+/// uncounted, would also cover a crash between the two, for a column, a write per order and a
+/// query per sweep; a crash loses its process's unexported counts anyway.)
+pub(crate) async fn settle<T: Send + 'static>(
+    write: impl Future<Output = T> + Send + 'static,
+) -> T {
+    match tokio::spawn(write.in_current_span()).await {
+        Ok(value) => value,
+        // Nothing aborts the task: a join error is its panic, passed on.
+        Err(err) => std::panic::resume_unwind(err.into_panic()),
     }
 }
 

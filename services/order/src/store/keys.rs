@@ -22,6 +22,12 @@ const SAVE_RESPONSE: Sql = Sql {
     text: "UPDATE idempotency_keys SET response_status = $1, response_body = $2 WHERE order_id = $3 AND response_status IS NULL AND EXISTS (SELECT 1 FROM orders WHERE orders.order_id = $3 AND orders.claimed_by = $4)",
 };
 
+const AWAITS_ANSWER: Sql = Sql {
+    operation: "SELECT",
+    collection: "idempotency_keys",
+    text: "SELECT 1 AS due FROM idempotency_keys WHERE order_id = $1 AND response_status IS NULL",
+};
+
 /// What a claimed idempotency key says about a request.
 #[derive(Debug)]
 pub enum KeyClaim {
@@ -91,15 +97,17 @@ impl Store {
 
     /// Stores the answer to the request that created the order under `claim`, for the
     /// idempotency key it claimed (if any), unless one is stored already or the claim is no
-    /// longer held. The last changes nothing and is not told apart from the other two: an
-    /// answer is kept only for a final order, which no later holder changes.
+    /// longer held; true when it stored it. False does not tell the three apart: an answer is
+    /// kept only for a final order, which no later holder changes, and a caller that must know
+    /// whether an answer was due asks [`Store::awaits_answer`] first.
     pub async fn save_response(
         &self,
         claim: &super::Claim,
         status: u16,
         body: &str,
-    ) -> Result<(), sqlx::Error> {
-        self.db
+    ) -> Result<bool, sqlx::Error> {
+        let saved = self
+            .db
             .query(&SAVE_RESPONSE)
             .bind(i64::from(status))
             .bind(body)
@@ -107,6 +115,20 @@ impl Store {
             .bind(claim.token())
             .execute()
             .await?;
-        Ok(())
+        Ok(saved != 0)
+    }
+
+    /// Whether the order `order_id` has an idempotency key with no answer kept yet. A key is
+    /// claimed with its order and its answer is kept only under the order's claim, so for the
+    /// holder of that claim this stays true until it keeps the answer itself, or loses the
+    /// claim.
+    pub async fn awaits_answer(&self, order_id: &str) -> Result<bool, sqlx::Error> {
+        let due = self
+            .db
+            .query(&AWAITS_ANSWER)
+            .bind(order_id)
+            .fetch_optional()
+            .await?;
+        Ok(due.is_some())
     }
 }

@@ -10,13 +10,15 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use opentelemetry::trace::SpanKind;
 use ordertrail_shared::api::{OrderStatus, Payment, PaymentStatus};
+use ordertrail_shared::db::Sql;
+use ordertrail_shared::faults::{Faults, Rules};
 use ordertrail_shared::http::ServiceClient;
 use ordertrail_testkit::{CapturedSpans, attribute, databases, json_body};
 use serde_json::Value;
 use tower::ServiceExt;
 
 use super::proxy::{Pass, Proxy};
-use super::{client, inventory, inventory_url, mug_stock, payment, payment_url};
+use super::{client, inventory, inventory_url, mug_stock, payment, payment_url, serve};
 use crate::domain::Failure;
 use crate::{AppState, MIGRATIONS, Recovery, Saga, Store, router};
 
@@ -319,4 +321,63 @@ async fn a_202_is_never_kept_for_the_idempotency_key_and_the_sweep_keeps_the_con
     assert_eq!(replayed.body["order_id"], order_id);
     assert_eq!(replayed.body["status"], "confirmed");
     assert_eq!(orders.status(order_id).await, OrderStatus::Confirmed);
+}
+
+/// Takes the claim on the order whose stock is reserved, as another worker would once the
+/// checkout's lease ran out.
+const TAKE_RESERVED: Sql = Sql {
+    operation: "UPDATE",
+    collection: "orders",
+    text: "UPDATE orders SET claimed_by = 'another' WHERE status = 'reserved'",
+};
+
+#[tokio::test]
+async fn a_checkout_that_loses_its_claim_is_answered_409_checkout_unfinished_with_its_order() {
+    let _spans = CapturedSpans::start();
+    // Payment answers each charge 1.5 s late: another worker takes the order meanwhile.
+    let slow: Rules = r#"[{"kind":"latency","route":"POST /payments","delay_ms":1500}]"#
+        .parse()
+        .unwrap();
+    let db = databases(&ordertrail_payment::MIGRATIONS)
+        .await
+        .remove(0)
+        .with_faults(Faults::new("payment", slow));
+    let payment = serve(ordertrail_payment::router(ordertrail_payment::AppState {
+        store: ordertrail_payment::Store::new(db),
+    }))
+    .await;
+    let orders = OrderService::new(inventory().await, client(&payment)).await;
+
+    let take_over = async {
+        for _ in 0..500 {
+            let taken = orders
+                .store
+                .database()
+                .query(&TAKE_RESERVED)
+                .execute()
+                .await
+                .unwrap();
+            if taken == 1 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    };
+    let (answer, taken) = tokio::join!(orders.place_order(Some("k-1")), take_over);
+
+    assert!(taken, "the order was taken during the charge");
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
+    assert_eq!(answer.content_type, "application/problem+json");
+    assert_eq!(answer.body["type"], "/problems/checkout-unfinished");
+    assert_eq!(answer.body["status"], 409);
+    let order_id = answer.order_id();
+    // The checkout wrote nothing after it lost the claim: the order is the new holder's.
+    assert_eq!(orders.status(order_id).await, OrderStatus::Reserved);
+    let retried = orders.place_order(Some("k-1")).await;
+    assert_eq!(retried.status, StatusCode::CONFLICT, "{}", retried.body);
+    assert_eq!(
+        retried.body["order_id"], order_id,
+        "the same order, in progress"
+    );
 }

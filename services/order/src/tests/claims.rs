@@ -196,7 +196,7 @@ async fn the_sweep_does_not_take_an_order_finished_or_touched_since_it_listed_it
             .set_status(&other, OrderStatus::Confirmed, None)
             .await
             .unwrap();
-        store.save_response(&other, 201, "{}").await.unwrap();
+        assert!(store.save_response(&other, 201, "{}").await.unwrap());
         store.release_claim(&other).await.unwrap();
 
         assert_eq!(
@@ -242,7 +242,10 @@ async fn a_holder_whose_claim_was_taken_writes_nothing() {
         assert!(lost(
             store.set_status(&stale, OrderStatus::Confirmed, None).await
         ));
-        store.save_response(&stale, 201, "{}").await.unwrap();
+        assert!(
+            !store.save_response(&stale, 201, "{}").await.unwrap(),
+            "an answer is not kept under a lost claim"
+        );
 
         let order = store.get("o-1").await.unwrap().unwrap();
         assert_eq!((order.status, order.total_cents), (OrderStatus::Pending, 0));

@@ -7,15 +7,20 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use ordertrail_shared::api::OrderStatus;
 use ordertrail_shared::db::Sql;
+use ordertrail_shared::faults::{Faults, Rules};
 use ordertrail_shared::http::ServiceClient;
 use ordertrail_testkit::{CapturedMetrics, CapturedSpans, databases};
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use super::proxy::{Pass, Proxy};
 use super::{
-    client, create, inventory, inventory_url, nowhere, payment, payment_url, reserve_mugs,
+    client, create, create_claimed, held, inventory, inventory_url, nowhere, payment, payment_url,
+    reserve_mugs,
 };
+use crate::claim::{Stopped, hold};
 use crate::metrics::OrderMetrics;
+use crate::store::KeyClaim;
 use crate::{AppState, MIGRATIONS, Recovery, Saga, Store, router};
 
 const ORDERS: &str = "ordertrail.orders";
@@ -356,4 +361,176 @@ fn point(attributes: &[(&str, &str)], value: i64) -> ordertrail_testkit::capture
             .collect(),
         value,
     }
+}
+
+const ABANDONED: &str = "ordertrail.saga.abandoned";
+
+/// Waits, at most ten seconds, until `done` holds; whether it did.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// How many audit events `action` the finished spans hold.
+fn audited(spans: &CapturedSpans, action: &str) -> usize {
+    spans
+        .spans()
+        .iter()
+        .flat_map(|span| span.events.iter())
+        .filter(|event| {
+            event
+                .attributes
+                .iter()
+                .any(|kv| kv.key.as_str() == "event.action" && kv.value.as_str() == action)
+        })
+        .count()
+}
+
+/// Locks the row of `o-1`, changing nothing: every write of it waits behind the transaction
+/// (on SQLite, for its one connection), renewals of its claim too.
+const LOCK_ORDER: Sql = Sql {
+    operation: "UPDATE",
+    collection: "orders",
+    text: "UPDATE orders SET claimed_by = claimed_by WHERE order_id = 'o-1'",
+};
+
+#[tokio::test]
+async fn a_confirmation_in_flight_when_its_holder_gives_up_is_counted_and_audited_once_written() {
+    let spans = CapturedSpans::start();
+    let metrics = CapturedMetrics::start();
+    // Seconds long, so that only the lock below, not a loaded machine, makes the holder give up.
+    let lease = Duration::from_secs(3);
+    let mut confirmed = 0;
+    for db in databases(&MIGRATIONS).await {
+        confirmed += 1;
+        let inventory = inventory().await;
+        let store = Store::new(db).with_lease(lease);
+        let saga = Saga::new(store.clone(), inventory.clone(), nowhere())
+            .with_metrics(OrderMetrics::new(&metrics.meter()));
+        let claim = held(create_claimed(&store, "o-1", None).await);
+        reserve_mugs(&inventory, "o-1").await;
+        store
+            .set_status(&claim, OrderStatus::Paid, None)
+            .await
+            .unwrap();
+        let mut lock = store.database().begin().await.unwrap();
+        lock.query(&LOCK_ORDER).execute().await.unwrap();
+
+        // The stock is committed, and the write that confirms the order waits on the lock; so
+        // do the renewals, and the holder gives up its work two thirds of a lease in, while
+        // that write is in flight (on PostgreSQL, sent: it commits once the lock goes).
+        let holding = tokio::spawn({
+            let (saga, claim) = (saga.clone(), claim.clone());
+            async move {
+                let work = saga
+                    .confirm(&claim, 2900)
+                    .instrument(tracing::info_span!("confirm"));
+                hold(&saga, &claim, work).await
+            }
+        });
+        assert!(
+            eventually(
+                || metrics.sum(ABANDONED, &[("error.type", "claim_lost")]) == Some(confirmed)
+            )
+            .await,
+            "the holder gave up"
+        );
+        lock.rollback().await.unwrap();
+        let held = holding.await.unwrap();
+
+        assert!(matches!(held, Err(Stopped::ClaimLost)), "{held:?}");
+        assert!(
+            eventually(|| metrics.sum(ORDERS, &[("order.status", "confirmed")]) == Some(confirmed))
+                .await,
+            "the confirmation is counted: {:?}",
+            metrics.points(ORDERS)
+        );
+        assert_eq!(
+            store.get("o-1").await.unwrap().unwrap().status,
+            OrderStatus::Confirmed,
+            "the write queued first, before the release of the claim, and took effect"
+        );
+    }
+    assert_eq!(metrics.sum(REVENUE, &[]), Some(2900 * confirmed));
+    let events = usize::try_from(confirmed).unwrap();
+    assert!(
+        eventually(|| audited(&spans, "order-confirmed") == events).await,
+        "one order-confirmed audit event per confirmed order, got {}",
+        audited(&spans, "order-confirmed")
+    );
+}
+
+/// The claim on `o-1` runs out, as when its holder stopped for longer than a lease.
+const RUN_OUT: Sql = Sql {
+    operation: "UPDATE",
+    collection: "orders",
+    text: "UPDATE orders SET claimed_by = NULL, claimed_until = NULL WHERE order_id = 'o-1'",
+};
+
+#[tokio::test]
+async fn a_recovery_that_lost_its_claim_before_keeping_the_answer_leaves_the_count_to_the_next() {
+    let _spans = CapturedSpans::start();
+    let metrics = CapturedMetrics::start();
+    let mut recovered = 0;
+    for db in databases(&MIGRATIONS).await {
+        recovered += 1;
+        let inventory = inventory().await;
+        let store = Store::new(db.clone());
+        // The service stopped with the order paid, its stock not committed.
+        let checkout = held(create_claimed(&store, "o-1", Some(("k-1", "fp"))).await);
+        reserve_mugs(&inventory, "o-1").await;
+        store
+            .set_status(&checkout, OrderStatus::Paid, None)
+            .await
+            .unwrap();
+        store.release_claim(&checkout).await.unwrap();
+        // The first sweep keeps answers two seconds late: its claim runs out meanwhile, and a
+        // second sweep takes the order.
+        let late: Rules = r#"[{"kind":"slow_query","table":"idempotency_keys","operation":"UPDATE","delay_ms":2000}]"#
+            .parse()
+            .unwrap();
+        let slow = Store::new(db.with_faults(Faults::new("order", late)));
+        let counted = OrderMetrics::new(&metrics.meter());
+        let first = Recovery::new(
+            Saga::new(slow, inventory.clone(), nowhere()).with_metrics(counted.clone()),
+        );
+        let second =
+            Recovery::new(Saga::new(store.clone(), inventory, nowhere()).with_metrics(counted));
+
+        let sweeping =
+            tokio::spawn(async move { first.recover_stalled_orders(Duration::ZERO).await });
+        let mut confirmed = false;
+        for _ in 0..500 {
+            confirmed = store.get("o-1").await.unwrap().unwrap().status == OrderStatus::Confirmed;
+            if confirmed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(confirmed, "the first sweep confirmed the order");
+        store.database().query(&RUN_OUT).execute().await.unwrap();
+        second.recover_stalled_orders(Duration::ZERO).await;
+        sweeping.await.unwrap();
+
+        match create(&store, "o-2", Some(("k-1", "fp"))).await {
+            KeyClaim::Replay { status, .. } => assert_eq!(status, 201),
+            other => panic!("the second sweep kept the answer, not {other:?}"),
+        }
+    }
+    assert_eq!(
+        metrics.points(RECOVERIES),
+        [point(&[("order.status", "confirmed")], recovered)],
+        "counted by the sweep that kept the answer only"
+    );
+    assert_eq!(
+        metrics.points(ORDERS),
+        [point(&[("order.status", "confirmed")], recovered)],
+        "confirmed once, by the first sweep"
+    );
 }

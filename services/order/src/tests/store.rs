@@ -27,11 +27,18 @@ async fn an_idempotency_key_is_new_then_in_progress_then_replayed_and_never_reus
             "a claimed key creates no second order"
         );
 
-        store
-            .save_response(&checkout, 201, r#"{"order_id":"o-1"}"#)
-            .await
-            .unwrap();
-        store.save_response(&checkout, 500, "later").await.unwrap();
+        assert!(store.awaits_answer("o-1").await.unwrap());
+        assert!(
+            store
+                .save_response(&checkout, 201, r#"{"order_id":"o-1"}"#)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store.save_response(&checkout, 500, "later").await.unwrap(),
+            "the first answer stays"
+        );
+        assert!(!store.awaits_answer("o-1").await.unwrap());
         match create(&store, "o-3", Some(("k", "fp-1"))).await {
             KeyClaim::Replay { status, body } => {
                 assert_eq!((status, body.as_str()), (201, r#"{"order_id":"o-1"}"#))
