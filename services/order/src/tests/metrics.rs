@@ -129,23 +129,7 @@ async fn a_charge_whose_answer_was_lost_counts_its_refund_and_release() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 
-    assert_eq!(
-        metrics.points(COMPENSATIONS),
-        [
-            point(&[("saga.compensation", "refund")], 1),
-            point(&[("saga.compensation", "release")], 1)
-        ]
-    );
-    assert_eq!(
-        metrics.points(ORDERS),
-        [point(
-            &[
-                ("order.status", "failed"),
-                ("error.type", "service_unavailable")
-            ],
-            1
-        )]
-    );
+    assert_refunded_and_released_once(&metrics);
 }
 
 #[tokio::test]
@@ -253,23 +237,7 @@ async fn an_undo_finished_by_the_sweep_counts_each_compensation_once_with_the_fa
     sweep.recover_stalled_orders(Duration::ZERO).await;
 
     // The refund was answered `refunded` by both undos: counted once.
-    assert_eq!(
-        metrics.points(COMPENSATIONS),
-        [
-            point(&[("saga.compensation", "refund")], 1),
-            point(&[("saga.compensation", "release")], 1)
-        ]
-    );
-    assert_eq!(
-        metrics.points(ORDERS),
-        [point(
-            &[
-                ("order.status", "failed"),
-                ("error.type", "service_unavailable")
-            ],
-            1
-        )]
-    );
+    assert_refunded_and_released_once(&metrics);
 }
 
 #[tokio::test]
@@ -348,6 +316,27 @@ async fn a_recovery_whose_answer_was_not_kept_is_counted_once_when_it_is() {
         metrics.points(ORDERS),
         [point(
             &[("order.status", "failed"), ("error.type", "interrupted")],
+            1
+        )]
+    );
+}
+
+/// One failed order (`service_unavailable`), undone by one refund and one release.
+fn assert_refunded_and_released_once(metrics: &CapturedMetrics) {
+    assert_eq!(
+        metrics.points(COMPENSATIONS),
+        [
+            point(&[("saga.compensation", "refund")], 1),
+            point(&[("saga.compensation", "release")], 1)
+        ]
+    );
+    assert_eq!(
+        metrics.points(ORDERS),
+        [point(
+            &[
+                ("order.status", "failed"),
+                ("error.type", "service_unavailable")
+            ],
             1
         )]
     );
